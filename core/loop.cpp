@@ -1,0 +1,409 @@
+// palitra — the event loop (protocol blocks: loop.hpp, root_op.hpp,
+// completion_slot.hpp, cancel.hpp).
+#include <sched.h>
+
+#include <cstdio>
+
+#include <palitra/config.hpp>
+#include <palitra/error.hpp>
+
+#include "loop.hpp"
+
+namespace palitra::detail {
+namespace {
+
+thread_local loop* tl_loop = nullptr;
+thread_local cancel_state* tl_chain = nullptr;
+
+using clock = std::chrono::steady_clock;
+
+} // namespace
+
+// ---- loop_hooks.hpp -------------------------------------------------------
+
+loop* current_loop() noexcept { return tl_loop; }
+cancel_state* current_chain() noexcept { return tl_chain; }
+void set_current_chain(cancel_state* c) noexcept { tl_chain = c; }
+void schedule(loop& l, ready_item& item) noexcept { l.schedule(item); }
+void add_timer(loop& l, timer_node& t) { l.add_timer(t); }
+void remove_timer(loop& l, timer_node& t) noexcept { l.remove_timer(t); }
+
+bool loop_stopping() noexcept { return tl_loop != nullptr && !tl_loop->accepting(); }
+
+loop& require_loop(const char* what) {
+  if (tl_loop == nullptr)
+    throw error(std::string(what) +
+                ": not on a palitra loop thread; co_await it inside a task run by a runner");
+  return *tl_loop;
+}
+
+void report_unhandled(loop& l, std::exception_ptr e) noexcept { l.report_unhandled(e); }
+
+// ---- root_op ---------------------------------------------------------------
+
+root_op::root_op(std::coroutine_handle<> frame, promise_base& p, root_mode mode) noexcept
+    : frame_(frame), promise_(&p), mode_(mode) {
+  dispatch = &loop::dispatch_root;
+  cancel_node_.dispatch = &loop::dispatch_cancel;
+  cancel_node_.op = this;
+}
+
+std::coroutine_handle<> root_op::on_task_done() noexcept {
+  // Inside the root frame's final_suspend: only loop-local bookkeeping here;
+  // the publish waits until resume() has returned to the loop.
+  tl_loop->root_ended(*this);
+  return std::noop_coroutine();
+}
+
+// ---- construction ----------------------------------------------------------
+
+loop::loop(const runner_options& o)
+    : caller_spin_(o.caller_spin), loop_spin_(o.loop_spin), on_unhandled_(o.on_unhandled_error) {}
+
+runner_stats loop::stats() const noexcept {
+  runner_stats s;
+  // relaxed: counters (see bump); a snapshot balances when the loop is quiet.
+  s.submitted = submitted_.load(std::memory_order_relaxed);
+  s.completed = completed_.load(std::memory_order_relaxed);
+  s.failed = failed_.load(std::memory_order_relaxed);
+  s.cancelled = cancelled_.load(std::memory_order_relaxed);
+  s.in_flight = in_flight_.load(std::memory_order_relaxed);
+  s.loop_wakeups = wakeups_.load(std::memory_order_relaxed);
+  s.loop_iterations = iterations_.load(std::memory_order_relaxed);
+  return s;
+}
+
+// ---- producers (any thread) -----------------------------------------------
+
+bool loop::submit(queue_node& n) noexcept {
+  // G1 (acquire: see loop.hpp).
+  const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
+  if ((g & gate_state_mask) != gate_running) {
+    // relaxed: we touched nothing; the count only has to come back down.
+    gate_.fetch_sub(gate_one, std::memory_order_relaxed);
+    return false;
+  }
+  queue_.push(&n);  // G2 / Q1
+  wake_if_armed();  // W2
+  gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+  return true;
+}
+
+void loop::submit_always(queue_node& n) noexcept {
+  gate_.fetch_add(gate_one, std::memory_order_acquire); // G1'
+  queue_.push(&n);
+  wake_if_armed();
+  gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+}
+
+void loop::wake_if_armed() noexcept {
+  // W2: the seq_cst load is the load half of the Dekker pair with W1.
+  if (armed_.load(std::memory_order_seq_cst) != 0 &&
+      armed_.exchange(0, std::memory_order_seq_cst) != 0) {
+    wakeups_.fetch_add(1, std::memory_order_relaxed); // a counter, publishes nothing
+    reactor_.wake();
+  }
+}
+
+bool loop::request_stop() noexcept {
+  // relaxed first read: the CAS re-reads.
+  std::uint64_t g = gate_.load(std::memory_order_relaxed);
+  for (;;) {
+    if ((g & gate_state_mask) != gate_running) return false;
+    // S1, acq_rel: orders close()'s earlier writes before the loop's S2 read.
+    if (gate_.compare_exchange_weak(g, (g & ~gate_state_mask) | gate_stopping,
+                                    std::memory_order_acq_rel, std::memory_order_relaxed))
+      break;
+  }
+  // Wake the loop as a producer would: counted, so the write cannot race the
+  // loop thread's exit (I2).
+  gate_.fetch_add(gate_one, std::memory_order_acquire);
+  wake_if_armed();
+  gate_.fetch_sub(gate_one, std::memory_order_release);
+  return true;
+}
+
+std::uint64_t loop::producers() const noexcept {
+  // acquire: pairs with G3 so the producers' pushes are visible.
+  return gate_.load(std::memory_order_acquire) / gate_one;
+}
+
+// ---- loop thread -----------------------------------------------------------
+
+void loop::schedule(ready_item& item) noexcept {
+  item.next = nullptr;
+  if (ready_tail_ != nullptr)
+    ready_tail_->next = &item;
+  else
+    ready_head_ = &item;
+  ready_tail_ = &item;
+}
+
+void loop::report_unhandled(std::exception_ptr e) noexcept {
+  try {
+    if (on_unhandled_) {
+      on_unhandled_(e);
+      return;
+    }
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      std::fprintf(stderr, "palitra: unhandled exception in a spawned task or posted callable: %s\n",
+                   x.what());
+    } catch (...) {
+      std::fprintf(stderr, "palitra: unhandled non-std exception in a spawned task or posted callable\n");
+    }
+  } catch (...) {
+    // The handler itself threw: nothing sensible is left to report to.
+  }
+}
+
+void loop::dispatch_root(queue_node* n, loop& l) noexcept {
+  l.accept(*static_cast<root_op*>(n));
+}
+
+void loop::accept(root_op& op) noexcept {
+  bump(submitted_);
+  bump(in_flight_);
+  // Registry first: even a rejected op stays "in flight" until published.
+  op.reg_prev_ = nullptr;
+  op.reg_next_ = registry_;
+  if (registry_ != nullptr) registry_->reg_prev_ = &op;
+  registry_ = &op;
+  if (stopping_) {
+    // Accepted by G1 while running, popped after S1: it never starts (I3).
+    op.reason_ = end_reason::close;
+    op.kind_ = end_kind::rejected;
+    publish(op);
+    return;
+  }
+  op.promise_->waiter_ = &op;
+  op.promise_->chain_ = &op.chain_;
+  op.started_ = true;
+  op.start_.handle = op.frame_;
+  op.start_.chain = &op.chain_;
+  schedule(op.start_);
+  if (op.has_deadline_) {
+    op.chain_.set_deadline(op.deadline_);
+    op.timer_.deadline = op.deadline_;
+    op.timer_.fire = &on_root_timeout;
+    op.timer_.ctx = &op;
+    try {
+      timers_.push(op.timer_);
+    } catch (...) {
+      // No memory for the timer: the deadline cannot be honoured, so the
+      // call is cancelled at once (it still starts, as with a zero timeout).
+      op.reason_ = end_reason::timeout;
+      op.chain_.deliver();
+    }
+  }
+}
+
+void loop::on_root_timeout(void* ctx) noexcept {
+  auto* op = static_cast<root_op*>(ctx);
+  tl_loop->cancel_op(*op, end_reason::timeout);
+}
+
+void loop::cancel_op(root_op& op, end_reason why) noexcept {
+  if (op.kind_ != end_kind::running) return;
+  if (op.reason_ == end_reason::none) op.reason_ = why; // the first reason wins
+  op.chain_.deliver();
+}
+
+void loop::dispatch_cancel(queue_node* n, loop& l) noexcept {
+  root_op& op = *static_cast<root_op::cancel_request*>(n)->op;
+  op.cancel_popped_ = true;
+  if (op.awaiting_cancel_pop_) {
+    // It ended while this node was queued (root_op.hpp handshake).
+    --l.awaiting_cancel_;
+    l.publish(op);
+    return;
+  }
+  l.cancel_op(op, end_reason::cancel);
+}
+
+void loop::detach(root_op& op) noexcept {
+  // On the loop thread; the future is gone, so nobody waits on the slot.
+  op.detached_ = true;
+  op.chain_.request_async();
+  if (op.started_) cancel_op(op, end_reason::cancel);
+  else if (op.reason_ == end_reason::none)
+    op.reason_ = end_reason::cancel;
+}
+
+void loop::root_ended(root_op& op) noexcept {
+  timers_.erase(op.timer_);
+  const promise_base& p = *op.promise_;
+  if (!p.failed())
+    op.kind_ = end_kind::value;
+  else if (op.reason_ != end_reason::none && is_cancellation(p.exception()))
+    op.kind_ = end_kind::cancelled;
+  else
+    op.kind_ = end_kind::failed;
+  op.finished_next_ = nullptr;
+  if (finished_tail_ != nullptr)
+    finished_tail_->finished_next_ = &op;
+  else
+    finished_head_ = &op;
+  finished_tail_ = &op;
+}
+
+void loop::publish_finished() noexcept {
+  while (root_op* op = finished_head_) {
+    finished_head_ = op->finished_next_;
+    if (finished_head_ == nullptr) finished_tail_ = nullptr;
+    publish(*op);
+  }
+}
+
+void loop::publish(root_op& op) noexcept {
+  if (op.mode_ == root_mode::future && !op.cancel_popped_) {
+    std::uint32_t x = root_op::xc_idle;
+    // acq_rel: on success, no cancel node will come (the canceller reads
+    // xc_closed); on failure (xc_queued) we must wait for its pop.
+    if (!op.xcancel_.compare_exchange_strong(x, root_op::xc_closed, std::memory_order_acq_rel,
+                                             std::memory_order_acquire)) {
+      op.awaiting_cancel_pop_ = true;
+      ++awaiting_cancel_;
+      return;
+    }
+  }
+  // Leave the registry and count the call in exactly one bucket.
+  if (op.reg_prev_ != nullptr)
+    op.reg_prev_->reg_next_ = op.reg_next_;
+  else
+    registry_ = op.reg_next_;
+  if (op.reg_next_ != nullptr) op.reg_next_->reg_prev_ = op.reg_prev_;
+  switch (op.kind_) {
+  case end_kind::value: bump(completed_); break;
+  case end_kind::failed: bump(failed_); break;
+  case end_kind::cancelled:
+  case end_kind::rejected: bump(cancelled_); break;
+  case end_kind::running: PALITRA_ASSERT(false, "publishing a call that has not ended");
+  }
+  bump(in_flight_, -1);
+
+  if (op.mode_ == root_mode::spawned || op.detached_) {
+    const bool report = op.mode_ == root_mode::spawned && op.kind_ == end_kind::failed;
+    if (report) report_unhandled(op.promise_->exception());
+    op.reclaim_(&op); // frees the frame and the op, here on the loop
+    return;
+  }
+  op.slot_.publish(); // P1: the last access to op
+}
+
+bool loop::drain_queue() noexcept {
+  queue_node* n = queue_.take_all();
+  if (n == nullptr) return false;
+  while (n != nullptr) {
+    queue_node* next = n->next; // read first: dispatch may free or publish n
+    n->dispatch(n, *this);
+    n = next;
+  }
+  publish_finished();
+  return true;
+}
+
+void loop::run_ready() noexcept {
+  // Only what is ready now: work scheduled while this pass runs waits for
+  // the next pass, so submissions and timers are never starved.
+  ready_item* const last = ready_tail_;
+  if (last == nullptr) return;
+  for (;;) {
+    ready_item* it = ready_head_;
+    ready_head_ = it->next;
+    if (ready_head_ == nullptr) ready_tail_ = nullptr;
+    tl_chain = it->chain;
+    const bool was_last = it == last;
+    it->handle.resume(); // may reuse `it` (a yield re-schedules the same item)
+    tl_chain = nullptr;
+    publish_finished();
+    if (was_last) break;
+  }
+}
+
+void loop::fire_timers() noexcept {
+  if (timers_.empty()) return;
+  const auto now = clock::now();
+  while (timer_node* t = timers_.top()) {
+    if (t->deadline > now) break;
+    timers_.pop();
+    t->fire(t->ctx);
+  }
+  publish_finished();
+}
+
+void loop::idle() noexcept {
+  auto next_deadline = [this]() -> std::int64_t {
+    timer_node* t = timers_.top();
+    if (t == nullptr) return -1;
+    const auto d = t->deadline - clock::now();
+    return d.count() <= 0 ? 0 : std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  };
+  // Hand-over phase: yield the CPU to callers for a bounded time; a new
+  // submission found here costs nobody a syscall.
+  if (loop_spin_.count() > 0) {
+    const auto until = clock::now() + loop_spin_;
+    do {
+      if (!queue_.empty_hint() || (!stopping_ && !accepting())) return;
+      if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
+      sched_yield();
+    } while (clock::now() < until);
+  }
+  // W1.
+  armed_.store(1, std::memory_order_seq_cst);
+  if (!queue_.empty_seq_cst() || (!stopping_ && !accepting())) {
+    armed_.store(0, std::memory_order_relaxed); // W3
+    return;
+  }
+  reactor_.wait(next_deadline());
+  armed_.store(0, std::memory_order_relaxed); // W3
+}
+
+void loop::begin_stop() noexcept {
+  stopping_ = true;
+  for (root_op* op = registry_; op != nullptr; op = op->reg_next_)
+    if (op->started_) cancel_op(*op, end_reason::close);
+}
+
+bool loop::try_finish_stop() noexcept {
+  std::uint64_t expected = gate_stopping; // and zero producers
+  // S2, acq_rel: acquire pairs with every producer's G3.
+  if (!gate_.compare_exchange_strong(expected, gate_stopped, std::memory_order_acq_rel,
+                                     std::memory_order_relaxed))
+    return false;
+  // The final drain (I1): every accepted submission is here or already
+  // handled; a future may still push its cancel node (G1'), and a call
+  // rejected now may have to wait for that node before it can be published.
+  for (;;) {
+    drain_queue();
+    run_ready();
+    if (awaiting_cancel_ == 0 && producers() == 0 && queue_.empty_seq_cst() &&
+        ready_head_ == nullptr)
+      break;
+    sched_yield();
+  }
+  return true;
+}
+
+void loop::run() noexcept {
+  tl_loop = this;
+  for (;;) {
+    bump(iterations_);
+    if (!stopping_ && !accepting()) begin_stop();
+    drain_queue();
+    run_ready();
+    fire_timers();
+    if (stopping_ && registry_ == nullptr && ready_head_ == nullptr) {
+      if (try_finish_stop()) break;
+      sched_yield(); // a producer is between G1 and G3: let it finish
+      continue;
+    }
+    if (ready_head_ != nullptr) continue;
+    idle();
+  }
+  PALITRA_ASSERT(timers_.empty(), "a timer outlived every call on a closed loop");
+  tl_loop = nullptr;
+}
+
+} // namespace palitra::detail

@@ -1,0 +1,172 @@
+// palitra — runner: thread start-up, close, fork, and the entry points the
+// templates in runner.hpp call.
+#include <pthread.h>
+
+#include <cstdio>
+#include <string>
+#include <system_error>
+
+#include <palitra/config.hpp>
+#include <palitra/error.hpp>
+#include <palitra/runner.hpp>
+
+#include "runner_core.hpp"
+
+namespace palitra::detail {
+namespace {
+
+// relaxed: the child handler runs single-threaded before anything else in
+// the child; parents never see it change.
+std::atomic<std::uint32_t> g_fork_generation{0};
+
+void on_fork_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+void register_fork_handler() noexcept {
+  static const bool once = [] {
+    pthread_atfork(nullptr, nullptr, &on_fork_child);
+    return true;
+  }();
+  (void)once;
+}
+
+thread_local const runner_core* tl_core = nullptr;
+
+} // namespace
+
+std::uint32_t fork_generation() noexcept {
+  return g_fork_generation.load(std::memory_order_relaxed); // see g_fork_generation
+}
+
+runner_core::runner_core(const runner_options& o) : loop_(o), born_(fork_generation()) {
+  register_fork_handler();
+  std::atomic<std::uint32_t> started{0};
+  try {
+    thread_ = std::thread([this, &started, name = o.name] {
+      if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+      tl_core = this;
+      // release: the constructor's acquire wait sees tl_core set and the
+      // loop about to run.
+      started.store(1, std::memory_order_release);
+      started.notify_one();
+      loop_.run();
+      tl_core = nullptr;
+    });
+  } catch (const std::system_error& e) {
+    throw error("palitra::runner: cannot start the loop thread", e.code());
+  }
+  // acquire: pairs with the thread's release store above.
+  while (started.load(std::memory_order_acquire) == 0) started.wait(0, std::memory_order_acquire);
+}
+
+runner_core::~runner_core() {
+  if (thread_.joinable()) {
+    // Only an inherited (forked) or abandoned runner gets here: its thread
+    // does not exist in this process or cannot be joined. Leak the handle
+    // rather than let std::thread's destructor terminate the process.
+    new std::thread(std::move(thread_));
+  }
+}
+
+void runner_core::close() {
+  if (inherited()) return; // the thread is the parent's; nothing to join
+  if (tl_core == this)
+    throw reentrancy_error("palitra::runner::close: called on the runner's own loop thread, "
+                           "which cannot join itself; call it from another thread");
+  loop_.request_stop();
+  std::lock_guard<std::mutex> g(join_mutex_);
+  if (!joined_ && thread_.joinable()) {
+    thread_.join();
+    loop_.close_handles();
+    joined_ = true;
+  }
+}
+
+void runner_core::abandon() noexcept {
+  loop_.request_stop();
+  joined_ = true; // never join: the caller is the loop thread, inside exit()
+}
+
+void runner_internals::abandon(runner& r) noexcept { r.core_->abandon(); }
+
+// ---- runner_core.hpp (public detail) entry points ---------------------------
+
+void check_blocking_call(const runner_core& c, const char* what) {
+  if (tl_core == &c)
+    throw reentrancy_error(std::string(what) +
+                           ": called on the runner's own loop thread, which would deadlock; "
+                           "co_await the task instead (or use another runner)");
+  if (c.inherited())
+    throw runner_closed_error(std::string(what) +
+                              ": this runner was inherited across fork(); create a new runner "
+                              "in the child (the global runner is recreated automatically)");
+}
+
+bool on_loop_thread(const runner_core& c) noexcept { return tl_core == &c; }
+
+std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
+  return c.loop_.caller_spin();
+}
+
+namespace {
+void submit_checked(runner_core& c, queue_node& n, const char* what) {
+  if (c.inherited())
+    throw runner_closed_error(std::string(what) +
+                              ": this runner was inherited across fork(); create a new runner "
+                              "in the child");
+  if (!c.loop_.submit(n))
+    throw runner_closed_error(std::string(what) +
+                              ": the runner is closed or closing; create a new runner (the "
+                              "global one is recreated by the next palitra::run)");
+}
+} // namespace
+
+void submit_root(runner_core& c, root_op& op, const char* what) {
+  submit_checked(c, op, what);
+}
+
+void submit_node(runner_core& c, queue_node& n, const char* what) { submit_checked(c, n, what); }
+
+void request_cancel(runner_core& c, root_op& op) noexcept {
+  op.chain_.request_async(); // this_task::cancelled() turns true at once
+  std::uint32_t x = root_op::xc_idle;
+  // acq_rel on success: we now own cancel_node_ (see root_op.hpp); failure
+  // (queued: someone else cancels; closed: it ended) needs nothing.
+  if (!op.xcancel_.compare_exchange_strong(x, root_op::xc_queued, std::memory_order_acq_rel,
+                                           std::memory_order_relaxed))
+    return;
+  c.loop_.submit_always(op.cancel_node_);
+}
+
+void detach_on_loop(runner_core& c, root_op& op) noexcept { c.loop_.detach(op); }
+
+} // namespace palitra::detail
+
+namespace palitra {
+
+bool this_task::cancelled() noexcept {
+  const detail::cancel_state* c = detail::current_chain();
+  // A timeout or close() cannot be delivered while CPU-bound code holds the
+  // loop, so their conditions are read directly here.
+  return c != nullptr && (c->cancelled_or_expired() || detail::loop_stopping());
+}
+
+runner::runner() : runner(runner_options{}) {}
+
+runner::runner(runner_options options) : core_(new detail::runner_core(options)) {}
+
+runner::~runner() {
+  PALITRA_ASSERT(!detail::on_loop_thread(*core_),
+                 "a runner was destroyed on its own loop thread; it cannot join itself");
+  core_->close();
+  delete core_;
+}
+
+void runner::close() { core_->close(); }
+
+bool runner::closed() const noexcept { return core_->closed(); }
+
+bool runner::on_loop_thread() const noexcept { return detail::on_loop_thread(*core_); }
+
+runner_stats runner::stats() const { return core_->loop_.stats(); }
+
+} // namespace palitra

@@ -1,0 +1,24 @@
+// palitra — coroutine frame allocation.
+//
+// Every palitra coroutine frame (task<T>'s promise operator new) comes from
+// here. In the default build the memory is mimalloc's (`mi_malloc`/`mi_free`),
+// loaded privately so that the host application's malloc and operator new
+// are never replaced (DESIGN.md §1 "Allocation"); sanitizer builds use the
+// system allocator so ASan/TSan see every frame's lifetime.
+#pragma once
+
+#include <cstddef>
+
+namespace palitra::detail {
+
+/// Allocate `size` bytes for a coroutine frame.
+/// Thread: any. Throws: std::bad_alloc when memory is exhausted.
+void* frame_alloc(std::size_t size);
+
+/// Free a frame from frame_alloc (on any thread).
+void frame_free(void* p, std::size_t size) noexcept;
+
+/// Which allocator backs frames in this build: "mimalloc" or "system".
+const char* frame_allocator_name() noexcept;
+
+} // namespace palitra::detail

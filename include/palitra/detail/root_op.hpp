@@ -1,0 +1,103 @@
+// palitra — a top-level call as the loop sees it.
+//
+// One root_op per accepted call (`run`, `gather*`, `submit`, `spawn`). For a
+// blocking call it lives on the caller's stack; for `submit` and `spawn` on
+// the heap. Its first member is the intrusive submission-queue node, so
+// submitting allocates nothing.
+//
+// Ownership (who may touch which field, and when):
+//   - Before the push: the submitting thread fills frame_, promise_, mode_,
+//     deadline. The push (release) hands them to the loop (acquire pop).
+//   - From the pop until P1 (slot publish): the loop owns every field;
+//     the caller touches only slot_ (waiting on it) and, for futures,
+//     xcancel_ / cancel_node_ (the handshake below).
+//   - After P1: the caller (or future) owns everything again and destroys the
+//     frame; the loop never touches the op (completion_slot.hpp I3).
+//   - Spawned ops, and futures destroyed unwaited on the loop thread, are
+//     never published: the loop reclaims them itself (reclaim_).
+//
+// Future cancellation handshake (xcancel_), needed because the cancel node
+// is pushed from another thread and may still sit in the queue when the task
+// finishes:
+//   xc_idle -> xc_queued  (any thread, CAS): the canceller owns cancel_node_
+//                          and pushes it; the loop must pop it before P1.
+//   xc_idle -> xc_closed  (loop, CAS when the task ended): no cancel node
+//                          will come; publish now.
+//   xc_queued, task ended (loop): publish when the cancel node is popped.
+// Invariant: P1 happens only in xc_closed or after the cancel node's pop, so
+// the op is never freed while its cancel node is queued.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+
+#include <palitra/detail/cancel.hpp>
+#include <palitra/detail/completion_slot.hpp>
+#include <palitra/detail/loop_hooks.hpp>
+#include <palitra/task.hpp>
+
+namespace palitra::detail {
+
+/// A submission-queue entry; `dispatch` runs on the loop thread when popped.
+struct queue_node {
+  queue_node* next = nullptr;
+  void (*dispatch)(queue_node* self, loop& l) noexcept = nullptr;
+};
+
+enum class root_mode : std::uint8_t { blocking, future, spawned };
+/// Why the loop cancelled the call (none: it was not cancelled by us).
+enum class end_reason : std::uint8_t { none, timeout, cancel, close };
+/// Which stats bucket the call ended in; `rejected` = accepted by the gate
+/// but the runner was closing before the task started (counted cancelled).
+enum class end_kind : std::uint8_t { running, value, failed, cancelled, rejected };
+
+class root_op : public queue_node, public task_waiter {
+public:
+  root_op(std::coroutine_handle<> frame, promise_base& p, root_mode mode) noexcept;
+  root_op(const root_op&) = delete;
+  root_op& operator=(const root_op&) = delete;
+
+  std::coroutine_handle<> on_task_done() noexcept override;
+
+  void set_deadline(std::chrono::steady_clock::time_point d) noexcept {
+    has_deadline_ = true;
+    deadline_ = d;
+  }
+
+  // ---- filled by the submitter before the push
+  std::coroutine_handle<> frame_;
+  promise_base* promise_;
+  root_mode mode_;
+  bool has_deadline_ = false;
+  std::chrono::steady_clock::time_point deadline_{};
+  void (*reclaim_)(root_op*) noexcept = nullptr; // spawned / detached futures
+
+  // ---- loop-owned between the pop and P1
+  root_op* reg_prev_ = nullptr; // registry of calls in flight
+  root_op* reg_next_ = nullptr;
+  root_op* finished_next_ = nullptr; // loop's list of ended, unpublished ops
+  cancel_state chain_;
+  timer_node timer_;
+  ready_item start_;
+  end_reason reason_ = end_reason::none;
+  end_kind kind_ = end_kind::running; // read by the caller after A1
+  bool started_ = false;
+  bool detached_ = false; // future destroyed unwaited on the loop thread
+  bool cancel_popped_ = false;
+
+  // ---- shared
+  static constexpr std::uint32_t xc_idle = 0;
+  static constexpr std::uint32_t xc_queued = 1;
+  static constexpr std::uint32_t xc_closed = 2;
+  struct cancel_request : queue_node {
+    root_op* op = nullptr;
+  };
+  completion_slot slot_;
+  std::atomic<std::uint32_t> xcancel_{xc_idle};
+  cancel_request cancel_node_;
+  bool awaiting_cancel_pop_ = false; // loop-owned: ended, publish at the pop
+};
+
+} // namespace palitra::detail

@@ -1,0 +1,33 @@
+// palitra — the non-template entry points that runner's templates call.
+// The runner core (loop, reactor, thread, gate) is defined in core/ only.
+#pragma once
+
+#include <chrono>
+
+#include <palitra/detail/root_op.hpp>
+
+namespace palitra::detail {
+
+class runner_core;
+
+/// Gate + push + wake elision. Throws runner_closed_error (naming `what`)
+/// when the runner is closed, closing, or inherited across fork(); nothing
+/// ran then and the op is untouched.
+void submit_root(runner_core& c, root_op& op, const char* what);
+/// Push an arbitrary node (post). Same gate and errors as submit_root.
+void submit_node(runner_core& c, queue_node& n, const char* what);
+/// future::cancel: request cancellation of a submitted op (any thread).
+void request_cancel(runner_core& c, root_op& op) noexcept;
+/// A future dropped unwaited on the loop thread: the loop reclaims the op.
+void detach_on_loop(runner_core& c, root_op& op) noexcept;
+
+/// Throws reentrancy_error on the runner's loop thread and
+/// runner_closed_error in a forked child; `what` names the call.
+void check_blocking_call(const runner_core& c, const char* what);
+bool on_loop_thread(const runner_core& c) noexcept;
+std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
+
+/// After A1 on a cancelled/rejected op: throws the mapped error.
+[[noreturn]] void throw_cancelled_end(const root_op& op, const char* what);
+
+} // namespace palitra::detail

@@ -1,0 +1,11 @@
+// palitra — everything: #include <palitra/palitra.hpp>
+#pragma once
+
+#include <palitra/config.hpp>
+#include <palitra/error.hpp>
+#include <palitra/outcome.hpp>
+#include <palitra/run.hpp>
+#include <palitra/runner.hpp>
+#include <palitra/task.hpp>
+#include <palitra/time.hpp>
+#include <palitra/when.hpp>

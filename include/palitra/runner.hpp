@@ -1,0 +1,392 @@
+// palitra — runner: one persistent event loop on a background thread, and
+// the calls that let synchronous code run coroutines on it.
+#pragma once
+
+#include <chrono>
+#include <concepts>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <palitra/detail/root_op.hpp>
+#include <palitra/detail/runner_core.hpp>
+#include <palitra/error.hpp>
+#include <palitra/outcome.hpp>
+#include <palitra/task.hpp>
+#include <palitra/when.hpp>
+
+namespace palitra {
+
+/// Options of a runner. Defaults are documented with the measurements behind
+/// them in README.md ("Tuning").
+struct runner_options {
+  /// Name of the loop thread (the kernel keeps the first 15 bytes).
+  std::string name = "palitra";
+  /// How long a blocking caller hands its CPU over with sched_yield while
+  /// the loop works, before it sleeps on its completion slot. 0: sleep at once.
+  std::chrono::nanoseconds caller_spin = std::chrono::microseconds(50);
+  /// How long the idle loop keeps yielding for new submissions before it
+  /// blocks in the reactor (and a producer must then write the wake fd).
+  std::chrono::nanoseconds loop_spin = std::chrono::microseconds(50);
+  /// Receives exceptions that escape spawned tasks and posted callables
+  /// (on the loop thread). Empty: one line on stderr.
+  std::function<void(std::exception_ptr)> on_unhandled_error;
+};
+
+/// Counters of a runner. An accepted call ends in exactly one of completed,
+/// failed, cancelled; submitted == completed + failed + cancelled + in_flight
+/// holds exactly whenever the loop is quiescent.
+struct runner_stats {
+  std::uint64_t submitted = 0;       ///< top-level calls accepted
+  std::uint64_t completed = 0;       ///< ended with a value
+  std::uint64_t failed = 0;          ///< ended with their own exception
+  std::uint64_t cancelled = 0;       ///< timeout, future::cancel, close
+  std::uint64_t in_flight = 0;       ///< accepted and not yet ended
+  std::uint64_t loop_wakeups = 0;    ///< wake-fd writes by producers
+  std::uint64_t loop_iterations = 0; ///< passes of the loop
+};
+
+template <class T> class future;
+class runner;
+
+namespace detail {
+
+struct runner_internals {
+  static void abandon(runner& r) noexcept;
+};
+
+template <class F, class... Args>
+concept task_factory =
+    std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
+    is_task_v<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+
+template <class D> struct is_duration : std::false_type {};
+template <class R, class P> struct is_duration<std::chrono::duration<R, P>> : std::true_type {};
+template <class D>
+inline constexpr bool is_duration_v = is_duration<std::remove_cvref_t<D>>::value;
+
+template <class... A> struct last_type;
+template <class A> struct last_type<A> { using type = A; };
+template <class A, class B, class... R> struct last_type<A, B, R...> : last_type<B, R...> {};
+
+/// `tasks...` or `tasks..., duration` (the variadic gather's arguments).
+template <class... A>
+concept gather_args =
+    sizeof...(A) == 0 ||
+    ([] {
+      constexpr std::size_t n = sizeof...(A);
+      std::size_t i = 0;
+      return ((++i, is_task_v<A> || (i == n && is_duration_v<A>)) && ...);
+    }());
+
+/// `f(args...)` in a frame that owns f and args for the coroutine's life.
+template <class F, class... Args>
+std::invoke_result_t<F&, Args&...> invoke_in_frame(F f, Args... args) {
+  co_return co_await std::invoke(f, args...);
+}
+
+/// now + d, saturating (a huge timeout means "no practical deadline").
+template <class Rep, class Period>
+std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
+  using clock = std::chrono::steady_clock;
+  const auto now = clock::now();
+  constexpr auto max_span = std::chrono::hours(24 * 365 * 100);
+  if (d > max_span) return now + max_span;
+  return now + std::chrono::ceil<clock::duration>(d);
+}
+
+/// After A1 on a root op: moves the result out, destroys the frame (before
+/// the caller sees the value or the error: guarantee 3), maps cancellation.
+template <class T> T take_root(root_op& op, task<T>&& t, const char* what) {
+  task<T> owned = std::move(t); // destroyed after the return value is built
+  if (op.kind_ == end_kind::cancelled || op.kind_ == end_kind::rejected) {
+    owned = task<T>();
+    throw_cancelled_end(op, what);
+  }
+  return task_access::handle(owned).promise().take();
+}
+
+void report_unhandled(loop& l, std::exception_ptr e) noexcept;
+
+template <class F> struct post_node final : queue_node {
+  explicit post_node(F&& f) : fn(std::move(f)) { dispatch = &run; }
+  static void run(queue_node* self, loop& l) noexcept {
+    auto* n = static_cast<post_node*>(self);
+    try {
+      n->fn();
+    } catch (...) {
+      report_unhandled(l, std::current_exception());
+    }
+    delete n;
+  }
+  F fn;
+};
+
+template <class T> struct heap_root final : root_op {
+  heap_root(task<T>&& t, root_mode m)
+      : root_op(task_access::handle(t), task_access::handle(t).promise(), m),
+        owned(std::move(t)) {
+    reclaim_ = [](root_op* op) noexcept { delete static_cast<heap_root*>(op); };
+  }
+  task<T> owned;
+};
+
+} // namespace detail
+
+/// An event loop on its own thread (Python palitra's EventLoopThreadRunner).
+/// Thread: every member may be called from any number of threads at once.
+/// Lifetime: not copyable or movable; the destructor calls close(). Do not
+/// destroy a runner on its own loop thread (it cannot join itself; aborts).
+class runner {
+public:
+  /// Starts the loop thread; returns once the loop is running.
+  /// Throws: palitra::error with the std::error_code when the reactor, the
+  /// wake fd or the thread cannot be created (nothing is left half-started).
+  runner();
+  explicit runner(runner_options options);
+  ~runner();
+  runner(const runner&) = delete;
+  runner& operator=(const runner&) = delete;
+
+  /// Run `t` on the loop; block; return its value or rethrow its exception.
+  /// Blocks: yes. Throws: the task's exception; runner_closed_error (closed,
+  /// or cancelled by close()); reentrancy_error on the loop thread.
+  /// Lifetime: the frame is destroyed before this returns or throws.
+  template <class T> T run(task<T> t) {
+    return run_root(std::move(t), nullptr, "palitra::run");
+  }
+
+  /// As run(t); at the deadline the task is cancelled, awaited until its
+  /// frame is gone, then timeout_error is thrown (a value published first is
+  /// returned). A non-positive timeout still starts the task.
+  template <class T, class Rep, class Period>
+  T run(task<T> t, std::chrono::duration<Rep, Period> timeout) {
+    const auto d = detail::deadline_after(timeout);
+    return run_root(std::move(t), &d, "palitra::run(timeout)");
+  }
+
+  /// run(f(args...)) where f and args are moved into the root frame, so
+  /// lambda captures live as long as the coroutine. Lvalue callables are
+  /// copied; move-only callables are accepted.
+  template <class F, class... Args>
+    requires detail::task_factory<F, Args...>
+  auto run(F&& f, Args&&... args) {
+    return run(detail::invoke_in_frame<std::decay_t<F>, std::decay_t<Args>...>(
+        std::forward<F>(f), std::forward<Args>(args)...));
+  }
+
+  /// Run tasks concurrently; std::tuple of results (`void` → monostate). The
+  /// first failure cancels and awaits the siblings, then is rethrown. An
+  /// optional trailing duration is a timeout for the whole group.
+  template <class... A>
+    requires detail::gather_args<A...>
+  auto gather(A&&... args) {
+    if constexpr (sizeof...(A) > 0 &&
+                  detail::is_duration_v<typename detail::last_type<A...>::type>) {
+      auto all = std::forward_as_tuple(std::forward<A>(args)...);
+      return [&]<std::size_t... I>(std::index_sequence<I...>) {
+        return run(when_all(std::move(std::get<I>(all))...), std::get<sizeof...(A) - 1>(all));
+      }(std::make_index_sequence<sizeof...(A) - 1>{});
+    } else {
+      return run(when_all(std::move(args)...));
+    }
+  }
+
+  /// gather over a vector: results in input order; empty in, empty out.
+  template <class T> std::vector<detail::result_t<T>> gather(std::vector<task<T>> ts) {
+    return run(when_all(std::move(ts)));
+  }
+  template <class T, class Rep, class Period>
+  std::vector<detail::result_t<T>> gather(std::vector<task<T>> ts,
+                                          std::chrono::duration<Rep, Period> timeout) {
+    return run(when_all(std::move(ts)), timeout);
+  }
+
+  /// Never throws for a task's failure: one outcome per task, input order.
+  /// With a timeout, throws timeout_error for the whole group (after
+  /// cancelling and awaiting every task).
+  template <class T> std::vector<outcome<T>> gather_settled(std::vector<task<T>> ts) {
+    return run(when_all_settled(std::move(ts)));
+  }
+  template <class T, class Rep, class Period>
+  std::vector<outcome<T>> gather_settled(std::vector<task<T>> ts,
+                                         std::chrono::duration<Rep, Period> timeout) {
+    return run(when_all_settled(std::move(ts)), timeout);
+  }
+
+  /// Start `t` on the loop without blocking (run_coroutine_threadsafe).
+  /// Throws: runner_closed_error when closed or closing (nothing runs).
+  template <class T> future<T> submit(task<T> t);
+
+  /// Fire and forget. An escaping exception goes to on_unhandled_error;
+  /// close() cancels and awaits spawned tasks (and does not report those).
+  void spawn(task<void> t) {
+    check_task(t, "palitra::runner::spawn");
+    auto* op = new detail::heap_root<void>(std::move(t), detail::root_mode::spawned);
+    try {
+      detail::submit_root(*core_, *op, "palitra::runner::spawn");
+    } catch (...) {
+      delete op;
+      throw;
+    }
+  }
+  template <class F>
+    requires detail::task_factory<F> &&
+             std::same_as<std::invoke_result_t<std::decay_t<F>&>, task<void>>
+  void spawn(F&& f) {
+    spawn(detail::invoke_in_frame<std::decay_t<F>>(std::forward<F>(f)));
+  }
+
+  /// Run a plain callable on the loop thread (call_soon_threadsafe); its
+  /// exception goes to on_unhandled_error. Throws runner_closed_error when
+  /// closed or closing.
+  template <class F>
+    requires std::invocable<std::decay_t<F>&>
+  void post(F&& f) {
+    auto* n = new detail::post_node<std::decay_t<F>>(std::forward<F>(f));
+    try {
+      detail::submit_node(*core_, *n, "palitra::runner::post");
+    } catch (...) {
+      delete n;
+      throw;
+    }
+  }
+
+  /// Stop accepting, cancel every call and spawned task, run the loop until
+  /// all of them unwound, release their callers (value if it came first,
+  /// else runner_closed_error), close every fd, join the thread.
+  /// Idempotent; concurrent calls all return after the join.
+  /// Throws: reentrancy_error on the loop thread (then it has no effect).
+  void close();
+
+  /// True once close() began (or in a forked child).
+  bool closed() const noexcept;
+  /// True on this runner's loop thread.
+  bool on_loop_thread() const noexcept;
+  /// A snapshot of the counters (see runner_stats).
+  runner_stats stats() const;
+
+private:
+  template <class T> friend class future;
+  friend struct detail::runner_internals;
+
+  template <class T> static void check_task(const task<T>& t, const char* what) {
+    if (!t) throw error(std::string(what) + ": the task is empty (moved-from); pass a task "
+                                            "returned by a coroutine");
+  }
+
+  template <class T>
+  T run_root(task<T> t, const std::chrono::steady_clock::time_point* deadline,
+             const char* what) {
+    detail::check_blocking_call(*core_, what);
+    check_task(t, what);
+    auto h = detail::task_access::handle(t);
+    detail::root_op op(h, h.promise(), detail::root_mode::blocking);
+    if (deadline != nullptr) op.set_deadline(*deadline);
+    detail::submit_root(*core_, op, what); // on throw, t frees the frame
+    op.slot_.wait(detail::caller_spin(*core_));
+    return detail::take_root(op, std::move(t), what);
+  }
+
+  detail::runner_core* core_;
+};
+
+/// The handle of a submitted task.
+/// Thread: one owner at a time. Lifetime: destroying a future that was never
+/// waited on requests cancellation and waits until the coroutine is gone (on
+/// the loop thread itself it only requests, and the loop reclaims the frame).
+template <class T> class future {
+public:
+  future() noexcept = default;
+  future(future&& o) noexcept : core_(o.core_), st_(std::exchange(o.st_, nullptr)) {}
+  future& operator=(future&& o) noexcept {
+    if (this != &o) {
+      reset();
+      core_ = o.core_;
+      st_ = std::exchange(o.st_, nullptr);
+    }
+    return *this;
+  }
+  future(const future&) = delete;
+  future& operator=(const future&) = delete;
+  ~future() { reset(); }
+
+  /// True until get() consumed the result (or after a move-from: false).
+  bool valid() const noexcept { return st_ != nullptr; }
+
+  /// Block until the task ended; its value or exception (cancelled_error
+  /// after cancel(), runner_closed_error after close()).
+  /// Throws: reentrancy_error on the runner's loop thread.
+  T get() {
+    require("palitra::future::get");
+    detail::check_blocking_call(*core_, "palitra::future::get");
+    st_->slot_.wait(detail::caller_spin(*core_));
+    std::unique_ptr<state> s(std::exchange(st_, nullptr));
+    return detail::take_root(*s, std::move(s->owned), "palitra::future::get");
+  }
+
+  /// Wait up to `d`; true if the task has ended. Throws: reentrancy_error on
+  /// the runner's loop thread.
+  template <class Rep, class Period> bool wait_for(std::chrono::duration<Rep, Period> d) {
+    require("palitra::future::wait_for");
+    detail::check_blocking_call(*core_, "palitra::future::wait_for");
+    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*core_));
+  }
+
+  /// True if the task has ended (get() will not block).
+  bool ready() const noexcept { return st_ != nullptr && st_->slot_.is_done(); }
+
+  /// Request cancellation (any thread, never blocks); the task sees
+  /// cancelled_error at its next cancellation point.
+  void cancel() noexcept {
+    if (st_ != nullptr && !st_->slot_.is_done()) detail::request_cancel(*core_, *st_);
+  }
+
+private:
+  friend class runner;
+  using state = detail::heap_root<T>;
+  future(detail::runner_core* c, state* s) noexcept : core_(c), st_(s) {}
+
+  void require(const char* what) const {
+    if (st_ == nullptr)
+      throw error(std::string(what) + ": this future has no state (moved-from or already "
+                                      "retrieved); call get() once per submit()");
+  }
+
+  void reset() noexcept {
+    state* s = std::exchange(st_, nullptr);
+    if (s == nullptr) return;
+    if (!s->slot_.is_done()) {
+      if (detail::on_loop_thread(*core_)) {
+        detail::detach_on_loop(*core_, *s); // the loop reclaims it at the end
+        return;
+      }
+      detail::request_cancel(*core_, *s);
+      s->slot_.wait(detail::caller_spin(*core_));
+    }
+    delete s; // frame destroyed by the owned task
+  }
+
+  detail::runner_core* core_ = nullptr;
+  state* st_ = nullptr;
+};
+
+template <class T> future<T> runner::submit(task<T> t) {
+  check_task(t, "palitra::runner::submit");
+  auto* op = new detail::heap_root<T>(std::move(t), detail::root_mode::future);
+  try {
+    detail::submit_root(*core_, *op, "palitra::runner::submit");
+  } catch (...) {
+    delete op;
+    throw;
+  }
+  return future<T>(core_, op);
+}
+
+} // namespace palitra

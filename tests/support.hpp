@@ -1,0 +1,86 @@
+// palitra tests — shared helpers: an in-process watchdog, and the "nothing
+// is left" checks every test that starts a runner ends with (STYLE.md).
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <dirent.h>
+#include <mutex>
+#include <thread>
+
+#include <catch2/catch.hpp>
+
+#include <palitra/palitra.hpp>
+
+namespace palitra_test {
+
+/// Aborts the process with a message if the scope is not left within
+/// `limit` (ctest's own timeout is the outer net; this one names the hang
+/// and fires sooner). PALITRA_TEST_TIMEOUT_MULTIPLIER scales it.
+class watchdog {
+public:
+  explicit watchdog(std::chrono::seconds limit, const char* what = "test")
+      : what_(what), thread_([this, limit] {
+          std::unique_lock<std::mutex> lk(m_);
+          if (!cv_.wait_for(lk, limit * scale(), [this] { return done_; })) {
+            std::fprintf(stderr, "watchdog: '%s' still running after %llds: hang\n", what_,
+                         static_cast<long long>(limit.count() * scale()));
+            std::abort();
+          }
+        }) {}
+  ~watchdog() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  static int scale() {
+    const char* m = std::getenv("PALITRA_TEST_TIMEOUT_MULTIPLIER");
+    return m != nullptr ? std::max(1, std::atoi(m)) : 1;
+  }
+
+private:
+  const char* what_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+/// Number of open fds of this process.
+inline int open_fds() {
+  int n = 0;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n - 3; // ".", "..", and the DIR's own fd
+}
+
+/// The counters balance with nothing in flight.
+inline void require_quiet(const palitra::runner_stats& s) {
+  INFO("submitted=" << s.submitted << " completed=" << s.completed << " failed=" << s.failed
+                    << " cancelled=" << s.cancelled << " in_flight=" << s.in_flight);
+  REQUIRE(s.in_flight == 0);
+  REQUIRE(s.submitted == s.completed + s.failed + s.cancelled);
+}
+
+/// Stats once the loop finished every call. Blocking calls are counted
+/// before they are published; spawned tasks and posts are not observed by
+/// anyone, so poll (bounded) until the loop is quiet.
+inline palitra::runner_stats settled_stats(palitra::runner& r) {
+  for (int i = 0; i < 5000; ++i) {
+    auto s = r.stats();
+    if (s.in_flight == 0 && s.submitted == s.completed + s.failed + s.cancelled) return s;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return r.stats();
+}
+
+} // namespace palitra_test
