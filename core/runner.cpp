@@ -90,11 +90,15 @@ void runner_internals::abandon(runner& r) noexcept { r.core_->abandon(); }
 
 // ---- runner_core.hpp (public detail) entry points ---------------------------
 
-void check_blocking_call(const runner_core& c, const char* what) {
-  if (tl_core == &c)
+void check_not_loop_thread(const runner_core* c, const char* what) {
+  if (tl_core == c)
     throw reentrancy_error(std::string(what) +
                            ": called on the runner's own loop thread, which would deadlock; "
                            "co_await the task instead (or use another runner)");
+}
+
+void check_blocking_call(const runner_core& c, const char* what) {
+  check_not_loop_thread(&c, what);
   if (c.inherited())
     throw runner_closed_error(std::string(what) +
                               ": this runner was inherited across fork(); create a new runner "

@@ -325,8 +325,13 @@ public:
   /// Throws: reentrancy_error on the runner's loop thread.
   T get() {
     require("palitra::future::get");
-    detail::check_blocking_call(*core_, "palitra::future::get");
-    st_->slot_.wait(detail::caller_spin(*core_));
+    // A finished op never touches the runner: get() stays valid after the
+    // runner was closed and destroyed (close() publishes every call).
+    detail::check_not_loop_thread(core_, "palitra::future::get");
+    if (!st_->slot_.is_done()) {
+      detail::check_blocking_call(*core_, "palitra::future::get");
+      st_->slot_.wait(detail::caller_spin(*core_));
+    }
     std::unique_ptr<state> s(std::exchange(st_, nullptr));
     return detail::take_root(*s, std::move(s->owned), "palitra::future::get");
   }
@@ -335,6 +340,8 @@ public:
   /// the runner's loop thread.
   template <class Rep, class Period> bool wait_for(std::chrono::duration<Rep, Period> d) {
     require("palitra::future::wait_for");
+    detail::check_not_loop_thread(core_, "palitra::future::wait_for");
+    if (st_->slot_.is_done()) return true;
     detail::check_blocking_call(*core_, "palitra::future::wait_for");
     return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*core_));
   }

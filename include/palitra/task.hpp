@@ -113,6 +113,8 @@ public:
   }
 };
 
+[[noreturn]] void throw_cancelled(const char* what);
+
 /// Access to a task's frame for palitra's own starters (runner, groups).
 struct task_access;
 
@@ -144,18 +146,31 @@ public:
   /// True if this task holds a coroutine.
   explicit operator bool() const noexcept { return static_cast<bool>(h_); }
 
+  /// A cancellation point on entry: a chain already cancelled does not
+  /// start the child and gets cancelled_error. Once the child started, its
+  /// result (or exception) is what the awaiter sees.
   struct awaiter {
     handle_type h_;
+    bool refused_ = false;
     bool await_ready() const noexcept { return false; }
     template <class P>
     std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
       promise_type& p = h_.promise();
+      if constexpr (std::is_base_of_v<detail::promise_base, P>) {
+        detail::cancel_state* chain = parent.promise().chain_;
+        if (chain != nullptr && chain->cancelled()) {
+          refused_ = true;
+          return parent; // resume at once; await_resume throws
+        }
+        p.chain_ = chain; // same chain: one leaf at a time
+      }
       p.continuation_ = parent;
-      if constexpr (std::is_base_of_v<detail::promise_base, P>)
-        p.chain_ = parent.promise().chain_; // same chain: one leaf at a time
       return h_;
     }
-    T await_resume() { return h_.promise().take(); }
+    T await_resume() {
+      if (refused_) detail::throw_cancelled("palitra::task (co_await)");
+      return h_.promise().take();
+    }
   };
 
   /// Awaited as an rvalue only; the child's result is moved into the awaiter.
