@@ -17,6 +17,8 @@
 
 #include <palitra/detail/frame_allocator.hpp>
 
+#include "fault.hpp"
+
 #if defined(PALITRA_FRAME_ALLOCATOR_MIMALLOC)
 #  include <dlfcn.h>
 #  include <mimalloc.h>
@@ -54,6 +56,7 @@ const mimalloc_fns& fns() noexcept {
 } // namespace
 
 void* frame_alloc(std::size_t size) {
+  if (fault::frame_alloc_should_fail()) throw std::bad_alloc();
 #if defined(PALITRA_FRAME_ALLOCATOR_MIMALLOC)
   const mimalloc_fns& f = fns();
   void* p = f.alloc != nullptr ? f.alloc(size) : std::malloc(size);

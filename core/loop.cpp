@@ -68,64 +68,9 @@ runner_stats loop::stats() const noexcept {
   s.failed = failed_.load(std::memory_order_relaxed);
   s.cancelled = cancelled_.load(std::memory_order_relaxed);
   s.in_flight = in_flight_.load(std::memory_order_relaxed);
-  s.loop_wakeups = wakeups_.load(std::memory_order_relaxed);
+  s.loop_wakeups = sub_.wakeups();
   s.loop_iterations = iterations_.load(std::memory_order_relaxed);
   return s;
-}
-
-// ---- producers (any thread) -----------------------------------------------
-
-bool loop::submit(queue_node& n) noexcept {
-  // G1 (acquire: see loop.hpp).
-  const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
-  if ((g & gate_state_mask) != gate_running) {
-    // relaxed: we touched nothing; the count only has to come back down.
-    gate_.fetch_sub(gate_one, std::memory_order_relaxed);
-    return false;
-  }
-  queue_.push(&n);  // G2 / Q1
-  wake_if_armed();  // W2
-  gate_.fetch_sub(gate_one, std::memory_order_release); // G3
-  return true;
-}
-
-void loop::submit_always(queue_node& n) noexcept {
-  gate_.fetch_add(gate_one, std::memory_order_acquire); // G1'
-  queue_.push(&n);
-  wake_if_armed();
-  gate_.fetch_sub(gate_one, std::memory_order_release); // G3
-}
-
-void loop::wake_if_armed() noexcept {
-  // W2: the seq_cst load is the load half of the Dekker pair with W1.
-  if (armed_.load(std::memory_order_seq_cst) != 0 &&
-      armed_.exchange(0, std::memory_order_seq_cst) != 0) {
-    wakeups_.fetch_add(1, std::memory_order_relaxed); // a counter, publishes nothing
-    reactor_.wake();
-  }
-}
-
-bool loop::request_stop() noexcept {
-  // relaxed first read: the CAS re-reads.
-  std::uint64_t g = gate_.load(std::memory_order_relaxed);
-  for (;;) {
-    if ((g & gate_state_mask) != gate_running) return false;
-    // S1, acq_rel: orders close()'s earlier writes before the loop's S2 read.
-    if (gate_.compare_exchange_weak(g, (g & ~gate_state_mask) | gate_stopping,
-                                    std::memory_order_acq_rel, std::memory_order_relaxed))
-      break;
-  }
-  // Wake the loop as a producer would: counted, so the write cannot race the
-  // loop thread's exit (I2).
-  gate_.fetch_add(gate_one, std::memory_order_acquire);
-  wake_if_armed();
-  gate_.fetch_sub(gate_one, std::memory_order_release);
-  return true;
-}
-
-std::uint64_t loop::producers() const noexcept {
-  // acquire: pairs with G3 so the producers' pushes are visible.
-  return gate_.load(std::memory_order_acquire) / gate_one;
 }
 
 // ---- loop thread -----------------------------------------------------------
@@ -293,7 +238,7 @@ void loop::publish(root_op& op) noexcept {
 }
 
 bool loop::drain_queue() noexcept {
-  queue_node* n = queue_.take_all();
+  queue_node* n = sub_.take_all();
   if (n == nullptr) return false;
   while (n != nullptr) {
     queue_node* next = n->next; // read first: dispatch may free or publish n
@@ -345,19 +290,14 @@ void loop::idle() noexcept {
   if (loop_spin_.count() > 0) {
     const auto until = clock::now() + loop_spin_;
     do {
-      if (!queue_.empty_hint() || (!stopping_ && !accepting())) return;
+      if (!sub_.queue_empty_hint() || (!stopping_ && !accepting())) return;
       if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
       sched_yield();
     } while (clock::now() < until);
   }
-  // W1.
-  armed_.store(1, std::memory_order_seq_cst);
-  if (!queue_.empty_seq_cst() || (!stopping_ && !accepting())) {
-    armed_.store(0, std::memory_order_relaxed); // W3
-    return;
-  }
+  if (!sub_.arm_for_sleep(stopping_)) return; // W1
   reactor_.wait(next_deadline());
-  armed_.store(0, std::memory_order_relaxed); // W3
+  sub_.disarm(); // W3
 }
 
 void loop::begin_stop() noexcept {
@@ -367,18 +307,14 @@ void loop::begin_stop() noexcept {
 }
 
 bool loop::try_finish_stop() noexcept {
-  std::uint64_t expected = gate_stopping; // and zero producers
-  // S2, acq_rel: acquire pairs with every producer's G3.
-  if (!gate_.compare_exchange_strong(expected, gate_stopped, std::memory_order_acq_rel,
-                                     std::memory_order_relaxed))
-    return false;
+  if (!sub_.try_finish_stop()) return false; // S2
   // The final drain (I1): every accepted submission is here or already
   // handled; a future may still push its cancel node (G1'), and a call
   // rejected now may have to wait for that node before it can be published.
   for (;;) {
     drain_queue();
     run_ready();
-    if (awaiting_cancel_ == 0 && producers() == 0 && queue_.empty_seq_cst() &&
+    if (awaiting_cancel_ == 0 && sub_.producers() == 0 && sub_.queue_empty() &&
         ready_head_ == nullptr)
       break;
     sched_yield();

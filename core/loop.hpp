@@ -1,39 +1,9 @@
 // palitra — the event loop that runs on a runner's thread.
 //
-// ---------------------------------------------------------------------------
-// Protocol 1: the lifecycle gate (gate_). One 64-bit word:
-//   bits 0-1: lifecycle state   gate_running -> gate_stopping -> gate_stopped
-//   bits 2- : producers inside the gate (between G1 and G3)
-//   G1 producer (submit): fetch_add(one) (acquire, pairs with R1/S1: a
-//      producer that saw running may use the loop). If the state it read is
-//      not running, fetch_sub and throw runner_closed_error: nothing ran.
-//   G2 producer: push the node, then the wake check (Protocol 2).
-//   G3 producer: fetch_sub(one) (release: its push and wake happen before
-//      the loop's S2 reads the count 0).
-//   S1 close(), any thread: CAS running -> stopping, then wake the loop.
-//   S2 loop: once stopping, nothing in flight, and producers == 0:
-//      CAS (stopping, 0) -> stopped (acq_rel). After S2 no producer can
-//      pass G1, and every producer that passed it has finished G2, so one
-//      last drain sees every accepted submission.
-//   future::cancel pushes its cancel node through G1' (fetch_add without
-//   the state check): the op it cancels is still in flight, so the loop
-//   cannot be past S2 before that node is popped (root_op.hpp).
-// Invariants: I1 no push after the final drain. I2 no wake-fd write after
-// the loop thread exited (writers are counted producers). I3 a submission
-// accepted by G1 ends exactly once (start or rejection).
-//
-// Protocol 2: wake elision (armed_), libuv/folly style.
-//   W1 loop, about to block: armed_ = 1 (seq_cst), then re-check the queue
-//      (seq_cst) and the gate; if anything is there: armed_ = 0, no block.
-//   W2 producer, after its push: if armed_ (seq_cst load) is 1 and its
-//      exchange(0) returned 1, it alone writes the wake fd (one write per
-//      sleep). W1's store->load and W2's push->load form a Dekker pair: with
-//      all four seq_cst, either the loop sees the node or the producer sees
-//      armed_ == 1. Under load the loop never arms, and a call costs the
-//      producer one plain load: no syscall.
-//   W3 loop, after the reactor returned: armed_ = 0 (relaxed: a producer
-//      that still reads 1 writes one superfluous, harmless wake).
-// ---------------------------------------------------------------------------
+// The submission protocols (lifecycle gate, wake elision) live in
+// submission.hpp; the slot in completion_slot.hpp; the per-call ownership
+// and the future-cancel handshake in root_op.hpp; cancellation in cancel.hpp.
+// Everything else here is loop-thread only.
 #pragma once
 
 #include <atomic>
@@ -46,20 +16,14 @@
 #include <palitra/detail/root_op.hpp>
 #include <palitra/runner.hpp>
 
-#include "mpsc_queue.hpp"
 #include "reactor.hpp"
+#include "submission.hpp"
 #include "timer_heap.hpp"
 
 namespace palitra::detail {
 
 class loop {
 public:
-  static constexpr std::uint64_t gate_running = 0;
-  static constexpr std::uint64_t gate_stopping = 1;
-  static constexpr std::uint64_t gate_stopped = 2;
-  static constexpr std::uint64_t gate_state_mask = 3;
-  static constexpr std::uint64_t gate_one = 4;
-
   explicit loop(const runner_options& o); // throws palitra::error
   loop(const loop&) = delete;
   loop& operator=(const loop&) = delete;
@@ -69,15 +33,12 @@ public:
 
   // ---- any thread
   /// G1..G3. false if the runner is not running (nothing was pushed).
-  bool submit(queue_node& n) noexcept;
+  bool submit(queue_node& n) noexcept { return sub_.submit(n, waker{this}); }
   /// G1'..G3: push regardless of the state (future cancel nodes).
-  void submit_always(queue_node& n) noexcept;
+  void submit_always(queue_node& n) noexcept { sub_.submit_always(n, waker{this}); }
   /// S1. true for the call that moved running -> stopping.
-  bool request_stop() noexcept;
-  bool accepting() const noexcept {
-    // acquire: pairs with S1/S2 so a caller that sees closed also sees why.
-    return (gate_.load(std::memory_order_acquire) & gate_state_mask) == gate_running;
-  }
+  bool request_stop() noexcept { return sub_.request_stop(waker{this}); }
+  bool accepting() const noexcept { return sub_.accepting(); }
   runner_stats stats() const noexcept;
   std::chrono::nanoseconds caller_spin() const noexcept { return caller_spin_; }
   void close_handles() noexcept { reactor_.close(); }
@@ -98,7 +59,10 @@ public:
 private:
   static void on_root_timeout(void* ctx) noexcept;
 
-  void wake_if_armed() noexcept;
+  struct waker {
+    loop* self;
+    void operator()() const noexcept { self->reactor_.wake(); }
+  };
   void accept(root_op& op) noexcept;
   void cancel_op(root_op& op, end_reason why) noexcept;
   void publish(root_op& op) noexcept;
@@ -109,7 +73,6 @@ private:
   void idle() noexcept;
   void begin_stop() noexcept;
   bool try_finish_stop() noexcept;
-  std::uint64_t producers() const noexcept;
   void bump(std::atomic<std::uint64_t>& c, std::int64_t by = 1) noexcept {
     // relaxed: single writer (the loop); readers (stats) want a value, not
     // an ordering. A plain load+store avoids a locked RMW per call.
@@ -118,11 +81,8 @@ private:
   }
 
   // ---- shared with producers
-  std::atomic<std::uint64_t> gate_{gate_running};
-  mpsc_queue queue_;
-  std::atomic<std::uint32_t> armed_{0};
+  basic_submission<os_sync> sub_;
   reactor reactor_;
-  std::atomic<std::uint64_t> wakeups_{0};
 
   // ---- counters: written by the loop only, read by stats()
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},

@@ -11,7 +11,7 @@
 // Memory orders: Q1's release half publishes the node (and the root_op it
 // heads) to Q2's acquire. Q1 is seq_cst, not just release, because it is the
 // store of a store->load (Dekker) pair with the loop's sleep announcement
-// (loop.cpp, wake elision W1/W2): a producer pushes and then reads `armed`,
+// (submission.hpp, wake elision W1/W2): a producer pushes and then reads `armed`,
 // the loop stores `armed` and then reads head; with both seq_cst at least one
 // of them sees the other, so a wake-up is never lost.
 #pragma once
@@ -19,10 +19,11 @@
 #include <atomic>
 
 #include <palitra/detail/root_op.hpp>
+#include <palitra/detail/sync_policy.hpp>
 
 namespace palitra::detail {
 
-class mpsc_queue {
+template <class Sync> class basic_mpsc_queue {
 public:
   void push(queue_node* n) noexcept {
     // relaxed: only a first guess for the CAS, which re-reads on failure.
@@ -58,7 +59,9 @@ public:
   }
 
 private:
-  std::atomic<queue_node*> head_{nullptr};
+  typename Sync::template atomic<queue_node*> head_{nullptr};
 };
+
+using mpsc_queue = basic_mpsc_queue<os_sync>;
 
 } // namespace palitra::detail

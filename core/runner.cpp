@@ -10,6 +10,7 @@
 #include <palitra/error.hpp>
 #include <palitra/runner.hpp>
 
+#include "fault.hpp"
 #include "runner_core.hpp"
 
 namespace palitra::detail {
@@ -41,6 +42,8 @@ runner_core::runner_core(const runner_options& o) : loop_(o), born_(fork_generat
   register_fork_handler();
   std::atomic<std::uint32_t> started{0};
   try {
+    if (fault::thread_create_should_fail())
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
     thread_ = std::thread([this, &started, name = o.name] {
       if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
       tl_core = this;
@@ -156,7 +159,18 @@ bool this_task::cancelled() noexcept {
 
 runner::runner() : runner(runner_options{}) {}
 
-runner::runner(runner_options options) : core_(new detail::runner_core(options)) {}
+namespace {
+detail::runner_core* make_core(const runner_options& o) {
+  try {
+    return new detail::runner_core(o);
+  } catch (const std::bad_alloc&) {
+    throw error("palitra::runner: out of memory while starting the runner",
+                std::make_error_code(std::errc::not_enough_memory));
+  }
+}
+} // namespace
+
+runner::runner(runner_options options) : core_(make_core(options)) {}
 
 runner::~runner() {
   PALITRA_ASSERT(!detail::on_loop_thread(*core_),

@@ -1,0 +1,53 @@
+// palitra — fault-injection seams (see fault.hpp).
+#include "fault.hpp"
+
+namespace palitra::detail::fault {
+namespace {
+
+// relaxed everywhere: these are test switches, set before the operation
+// they affect starts; they publish nothing else.
+std::atomic<bool> g_armed{false};
+std::atomic<long> g_frame_countdown{-1};
+std::atomic<bool> g_fail_thread{false};
+
+void rearm() noexcept {
+  g_armed.store(g_frame_countdown.load(std::memory_order_relaxed) >= 0 ||
+                    g_fail_thread.load(std::memory_order_relaxed),
+                std::memory_order_relaxed);
+}
+
+} // namespace
+
+void fail_frame_alloc_after(long n) noexcept {
+  g_frame_countdown.store(n, std::memory_order_relaxed);
+  rearm();
+}
+
+void fail_next_thread_create(bool on) noexcept {
+  g_fail_thread.store(on, std::memory_order_relaxed);
+  rearm();
+}
+
+bool frame_alloc_should_fail() noexcept {
+  if (!g_armed.load(std::memory_order_relaxed)) [[likely]]
+    return false;
+  long n = g_frame_countdown.load(std::memory_order_relaxed);
+  while (n >= 0) {
+    if (g_frame_countdown.compare_exchange_weak(n, n - 1, std::memory_order_relaxed)) {
+      if (n != 0) return false;
+      rearm(); // fired once; now -1
+      return true;
+    }
+  }
+  return false;
+}
+
+bool thread_create_should_fail() noexcept {
+  if (!g_armed.load(std::memory_order_relaxed)) [[likely]]
+    return false;
+  if (!g_fail_thread.exchange(false, std::memory_order_relaxed)) return false;
+  rearm();
+  return true;
+}
+
+} // namespace palitra::detail::fault

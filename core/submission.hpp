@@ -1,0 +1,161 @@
+// palitra — the submission side of a loop: the lifecycle gate, the MPSC
+// queue and the wake elision, as one protocol over a sync policy
+// (sync_policy.hpp), so that the production code runs under the
+// deterministic scheduler too (stress/dsched). Model: stress/model/palitra.pml.
+//
+// ---------------------------------------------------------------------------
+// Protocol 1: the lifecycle gate (gate_). One 64-bit word:
+//   bits 0-1: lifecycle state   gate_running -> gate_stopping -> gate_stopped
+//   bits 2- : producers inside the gate (between G1 and G3)
+//   G1 producer (submit): fetch_add(one) (acquire, pairs with S1/S2: a
+//      producer that saw running may use the loop). If the state it read is
+//      not running, fetch_sub and report closed: nothing was pushed.
+//   G2 producer: push the node (Q1), then the wake check (W2).
+//   G3 producer: fetch_sub(one) (release: its push and wake happen before
+//      the loop's S2 reads the count 0).
+//   S1 close(), any thread: CAS running -> stopping, then a counted wake.
+//   S2 loop: once stopping, nothing in flight, and producers == 0:
+//      CAS (stopping, 0) -> stopped (acq_rel). After S2 no producer passes
+//      G1, and every producer that passed it has finished G2, so one last
+//      drain sees every accepted submission.
+//   G1' (future cancel nodes): fetch_add without the state check; the op it
+//      cancels is still in flight, so the loop cannot pass S2 before the
+//      node is popped (root_op.hpp), and the final drain waits for the count.
+// Invariants: I1 no push after the final drain. I2 no wake-fd write after
+// the loop thread exited (every writer is a counted producer). I3 a
+// submission accepted by G1 ends exactly once (started or rejected).
+//
+// Protocol 2: wake elision (armed_), libuv/folly style.
+//   W1 loop, about to block: armed_ = 1 (seq_cst), then re-check the queue
+//      (seq_cst) and the gate; if anything is there: armed_ = 0, no block.
+//   W2 producer, after its push: if armed_ (seq_cst load) is 1 and its
+//      exchange(0) returned 1, it alone writes the wake fd (one write per
+//      sleep). W1's store->load and Q1's push->load of W2 form a Dekker
+//      pair: with all four seq_cst, either the loop sees the node or the
+//      producer sees armed_ == 1. Under load the loop never arms, and a call
+//      costs the producer one plain load: no syscall.
+//   W3 loop, after the reactor returned: armed_ = 0 (relaxed: a producer
+//      that still reads 1 writes one superfluous, harmless wake).
+// ---------------------------------------------------------------------------
+#pragma once
+
+#include <cstdint>
+
+#include <palitra/detail/root_op.hpp>
+#include <palitra/detail/sync_policy.hpp>
+
+#include "mpsc_queue.hpp"
+
+namespace palitra::detail {
+
+template <class Sync> class basic_submission {
+public:
+  static constexpr std::uint64_t gate_running = 0;
+  static constexpr std::uint64_t gate_stopping = 1;
+  static constexpr std::uint64_t gate_stopped = 2;
+  static constexpr std::uint64_t gate_state_mask = 3;
+  static constexpr std::uint64_t gate_one = 4;
+
+  // ---- producers (any thread). `wake` writes the wake fd.
+
+  /// G1..G3. false if not running (nothing was pushed).
+  template <class Wake> bool submit(queue_node& n, Wake&& wake) noexcept {
+    // G1, acquire: see Protocol 1.
+    const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
+    if ((g & gate_state_mask) != gate_running) {
+      // relaxed: we touched nothing; the count only has to come back down.
+      gate_.fetch_sub(gate_one, std::memory_order_relaxed);
+      return false;
+    }
+    queue_.push(&n);  // G2 / Q1
+    wake_if_armed(wake);  // W2
+    gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+    return true;
+  }
+
+  /// G1'..G3: push whatever the state (future cancel nodes).
+  template <class Wake> void submit_always(queue_node& n, Wake&& wake) noexcept {
+    gate_.fetch_add(gate_one, std::memory_order_acquire); // G1'
+    queue_.push(&n);
+    wake_if_armed(wake);
+    gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+  }
+
+  /// S1. true for the call that moved running -> stopping.
+  template <class Wake> bool request_stop(Wake&& wake) noexcept {
+    // relaxed first read: the CAS re-reads.
+    std::uint64_t g = gate_.load(std::memory_order_relaxed);
+    for (;;) {
+      if ((g & gate_state_mask) != gate_running) return false;
+      // S1, acq_rel: orders close()'s earlier writes before the loop's S2.
+      if (gate_.compare_exchange_weak(g, (g & ~gate_state_mask) | gate_stopping,
+                                      std::memory_order_acq_rel, std::memory_order_relaxed))
+        break;
+    }
+    // Wake the loop as a producer would: counted, so the write cannot race
+    // the loop thread's exit (I2).
+    gate_.fetch_add(gate_one, std::memory_order_acquire);
+    wake_if_armed(wake);
+    gate_.fetch_sub(gate_one, std::memory_order_release);
+    return true;
+  }
+
+  bool accepting() const noexcept {
+    // acquire: pairs with S1/S2, so a caller that sees closed sees why.
+    return (gate_.load(std::memory_order_acquire) & gate_state_mask) == gate_running;
+  }
+
+  std::uint64_t wakeups() const noexcept {
+    return wakeups_.load(std::memory_order_relaxed); // a counter
+  }
+
+  // ---- the loop (consumer)
+
+  queue_node* take_all() noexcept { return queue_.take_all(); }
+  bool queue_empty_hint() const noexcept { return queue_.empty_hint(); }
+  bool queue_empty() const noexcept { return queue_.empty_seq_cst(); }
+
+  std::uint64_t producers() const noexcept {
+    // acquire: pairs with G3 so the producers' pushes are visible.
+    return gate_.load(std::memory_order_acquire) / gate_one;
+  }
+
+  /// W1: announce the sleep and re-check. true: the loop may block now.
+  /// `stopping` is the loop's own knowledge that it already saw S1.
+  bool arm_for_sleep(bool stopping) noexcept {
+    armed_.store(1, std::memory_order_seq_cst); // W1, store half of the Dekker pair
+    if (!queue_.empty_seq_cst() || (!stopping && !accepting())) {
+      armed_.store(0, std::memory_order_relaxed); // W3
+      return false;
+    }
+    return true;
+  }
+
+  /// W3.
+  void disarm() noexcept { armed_.store(0, std::memory_order_relaxed); }
+
+  /// S2. true: stopped; no producer can pass G1 any more.
+  bool try_finish_stop() noexcept {
+    std::uint64_t expected = gate_stopping; // and zero producers
+    // S2, acq_rel: acquire pairs with every producer's G3.
+    return gate_.compare_exchange_strong(expected, gate_stopped, std::memory_order_acq_rel,
+                                         std::memory_order_relaxed);
+  }
+
+private:
+  template <class Wake> void wake_if_armed(Wake& wake) noexcept {
+    // W2: the seq_cst load is the load half of the Dekker pair with W1.
+    if (armed_.load(std::memory_order_seq_cst) != 0 &&
+        armed_.exchange(0, std::memory_order_seq_cst) != 0) {
+      wakeups_.fetch_add(1, std::memory_order_relaxed); // a counter, publishes nothing
+      wake();
+    }
+  }
+
+  typename Sync::template atomic<std::uint64_t> gate_{gate_running};
+  basic_mpsc_queue<Sync> queue_;
+  typename Sync::template atomic<std::uint32_t> armed_{0};
+  typename Sync::template atomic<std::uint64_t> wakeups_{0};
+};
+
+} // namespace palitra::detail
