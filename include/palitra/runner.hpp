@@ -71,7 +71,9 @@ template <class R, class P> struct is_duration<std::chrono::duration<R, P>> : st
 template <class D>
 inline constexpr bool is_duration_v = is_duration<std::remove_cvref_t<D>>::value;
 
-template <class... A> struct last_type;
+template <class... A> struct last_type {
+  using type = void; // no arguments: gather() -> std::tuple<>
+};
 template <class A> struct last_type<A> { using type = A; };
 template <class A, class B, class... R> struct last_type<A, B, R...> : last_type<B, R...> {};
 
@@ -115,7 +117,7 @@ template <class T> T take_root(root_op& op, task<T>&& t, const char* what) {
 void report_unhandled(loop& l, std::exception_ptr e) noexcept;
 
 template <class F> struct post_node final : queue_node {
-  explicit post_node(F&& f) : fn(std::move(f)) { dispatch = &run; }
+  template <class G> explicit post_node(G&& g) : fn(std::forward<G>(g)) { dispatch = &run; }
   static void run(queue_node* self, loop& l) noexcept {
     auto* n = static_cast<post_node*>(self);
     try {
