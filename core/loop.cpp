@@ -58,7 +58,8 @@ std::coroutine_handle<> root_op::on_task_done() noexcept {
 // ---- construction ----------------------------------------------------------
 
 loop::loop(const runner_options& o)
-    : caller_spin_(o.caller_spin), loop_spin_(o.loop_spin), on_unhandled_(o.on_unhandled_error) {}
+    : caller_spin_(o.caller_spin), loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
+      on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall) {}
 
 runner_stats loop::stats() const noexcept {
   runner_stats s;
@@ -70,7 +71,29 @@ runner_stats loop::stats() const noexcept {
   s.in_flight = in_flight_.load(std::memory_order_relaxed);
   s.loop_wakeups = sub_.wakeups();
   s.loop_iterations = iterations_.load(std::memory_order_relaxed);
+  s.queue_depth = queue_depth_.load(std::memory_order_relaxed);
+  s.max_queue_depth = max_queue_depth_.load(std::memory_order_relaxed);
+  s.start_latency_p50 = start_latency_.percentile(0.50);
+  s.start_latency_p99 = start_latency_.percentile(0.99);
+  s.start_latency_max = start_latency_.max();
+  s.stalls = stalls_.load(std::memory_order_relaxed);
   return s;
+}
+
+std::vector<call_info> loop::snapshot_calls() const {
+  std::vector<call_info> out;
+  const auto now = clock::now();
+  for (const root_op* op = registry_; op != nullptr; op = op->reg_next_) {
+    call_info c;
+    c.kind = op->mode_ == root_mode::blocking ? call_info::call_kind::blocking
+             : op->mode_ == root_mode::future ? call_info::call_kind::future
+                                              : call_info::call_kind::spawned;
+    c.caller = op->caller_;
+    c.age = std::chrono::duration_cast<std::chrono::nanoseconds>(now - op->submitted_at_);
+    c.cancelling = op->reason_ != end_reason::none || op->chain_.cancelled();
+    out.push_back(c);
+  }
+  return out;
 }
 
 // ---- loop thread -----------------------------------------------------------
@@ -109,6 +132,7 @@ void loop::dispatch_root(queue_node* n, loop& l) noexcept {
 
 void loop::accept(root_op& op) noexcept {
   bump(submitted_);
+  start_latency_.record(drain_time_ - op.submitted_at_);
   bump(in_flight_);
   // Registry first: even a rejected op stays "in flight" until published.
   op.reg_prev_ = nullptr;
@@ -240,11 +264,17 @@ void loop::publish(root_op& op) noexcept {
 bool loop::drain_queue() noexcept {
   queue_node* n = sub_.take_all();
   if (n == nullptr) return false;
+  drain_time_ = clock::now(); // one clock read per batch
+  std::uint64_t depth = 0;
   while (n != nullptr) {
     queue_node* next = n->next; // read first: dispatch may free or publish n
     n->dispatch(n, *this);
     n = next;
+    ++depth;
   }
+  queue_depth_.store(depth, std::memory_order_relaxed); // counters: see bump
+  if (depth > max_queue_depth_.load(std::memory_order_relaxed))
+    max_queue_depth_.store(depth, std::memory_order_relaxed);
   publish_finished();
   return true;
 }
@@ -258,12 +288,40 @@ void loop::run_ready() noexcept {
     ready_item* it = ready_head_;
     ready_head_ = it->next;
     if (ready_head_ == nullptr) ready_tail_ = nullptr;
-    tl_chain = it->chain;
     const bool was_last = it == last;
-    it->handle.resume(); // may reuse `it` (a yield re-schedules the same item)
-    tl_chain = nullptr;
+    resume(*it); // may reuse `it` (a yield re-schedules the same item)
     publish_finished();
     if (was_last) break;
+  }
+}
+
+void loop::resume(ready_item& it) noexcept {
+  tl_chain = it.chain;
+  if (stall_threshold_.count() <= 0) [[likely]] {
+    it.handle.resume();
+  } else {
+    const auto t0 = clock::now();
+    it.handle.resume();
+    const auto d = clock::now() - t0;
+    if (d > stall_threshold_) report_stall(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+  }
+  tl_chain = nullptr;
+}
+
+void loop::report_stall(std::chrono::nanoseconds d) noexcept {
+  bump(stalls_);
+  try {
+    if (on_stall_) {
+      on_stall_(d);
+      return;
+    }
+    std::fprintf(stderr,
+                 "palitra: a coroutine kept the loop busy for %.3f ms without suspending "
+                 "(stall_threshold %.3f ms); move blocking work to another thread\n",
+                 static_cast<double>(d.count()) / 1e6,
+                 static_cast<double>(stall_threshold_.count()) / 1e6);
+  } catch (...) {
+    // The handler threw: nothing sensible is left to report to.
   }
 }
 

@@ -16,6 +16,7 @@
 #include <palitra/detail/root_op.hpp>
 #include <palitra/runner.hpp>
 
+#include "latency_histogram.hpp"
 #include "reactor.hpp"
 #include "submission.hpp"
 #include "timer_heap.hpp"
@@ -40,6 +41,8 @@ public:
   bool request_stop() noexcept { return sub_.request_stop(waker{this}); }
   bool accepting() const noexcept { return sub_.accepting(); }
   runner_stats stats() const noexcept;
+  /// Loop thread: the registry as call_infos.
+  std::vector<call_info> snapshot_calls() const;
   std::chrono::nanoseconds caller_spin() const noexcept { return caller_spin_; }
   void close_handles() noexcept { reactor_.close(); }
   int handle_count() const noexcept { return reactor_.handle_count(); }
@@ -64,6 +67,8 @@ private:
     void operator()() const noexcept { self->reactor_.wake(); }
   };
   void accept(root_op& op) noexcept;
+  void report_stall(std::chrono::nanoseconds d) noexcept;
+  void resume(ready_item& it) noexcept;
   void cancel_op(root_op& op, end_reason why) noexcept;
   void publish(root_op& op) noexcept;
   void publish_finished() noexcept;
@@ -86,7 +91,8 @@ private:
 
   // ---- counters: written by the loop only, read by stats()
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
-      in_flight_{0}, iterations_{0};
+      in_flight_{0}, iterations_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
+  latency_histogram start_latency_;
 
   // ---- loop-owned
   ready_item* ready_head_ = nullptr;
@@ -101,7 +107,10 @@ private:
   // ---- options (immutable after construction)
   std::chrono::nanoseconds caller_spin_;
   std::chrono::nanoseconds loop_spin_;
+  std::chrono::nanoseconds stall_threshold_;
   std::function<void(std::exception_ptr)> on_unhandled_;
+  std::function<void(std::chrono::nanoseconds)> on_stall_;
+  std::chrono::steady_clock::time_point drain_time_{}; // of the current batch
 };
 
 } // namespace palitra::detail

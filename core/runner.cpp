@@ -187,4 +187,33 @@ bool runner::on_loop_thread() const noexcept { return detail::on_loop_thread(*co
 
 runner_stats runner::stats() const { return core_->loop_.stats(); }
 
+namespace {
+// A request for the loop's registry: a queue node on the asking thread's
+// stack, answered through a completion slot (the same P1/A1 protocol as a
+// call).
+struct snapshot_request final : detail::queue_node {
+  std::vector<call_info> out;
+  detail::completion_slot slot;
+  static void run(detail::queue_node* n, detail::loop& l) noexcept {
+    auto* self = static_cast<snapshot_request*>(n);
+    try {
+      self->out = l.snapshot_calls();
+    } catch (...) {
+      // Out of memory while listing: answer with what we have (nothing).
+    }
+    self->slot.publish();
+  }
+};
+} // namespace
+
+std::vector<call_info> runner::in_flight_calls() const {
+  if (detail::on_loop_thread(*core_)) return core_->loop_.snapshot_calls();
+  if (core_->inherited()) return {};
+  snapshot_request req;
+  req.dispatch = &snapshot_request::run;
+  if (!core_->loop_.submit(req)) return {};
+  req.slot.wait(core_->loop_.caller_spin());
+  return std::move(req.out);
+}
+
 } // namespace palitra

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -37,6 +38,13 @@ struct runner_options {
   /// Receives exceptions that escape spawned tasks and posted callables
   /// (on the loop thread). Empty: one line on stderr.
   std::function<void(std::exception_ptr)> on_unhandled_error;
+  /// Loop-stall warning (asyncio's slow-callback warning): one resume of a
+  /// coroutine that keeps the loop busy longer than this is reported.
+  /// 0 (the default) turns it off, and then it costs nothing.
+  std::chrono::nanoseconds stall_threshold{0};
+  /// Receives each stall's duration, on the loop thread. Empty: one line on
+  /// stderr.
+  std::function<void(std::chrono::nanoseconds)> on_stall;
 };
 
 /// Counters of a runner. An accepted call ends in exactly one of completed,
@@ -50,6 +58,28 @@ struct runner_stats {
   std::uint64_t in_flight = 0;       ///< accepted and not yet ended
   std::uint64_t loop_wakeups = 0;    ///< wake-fd writes by producers
   std::uint64_t loop_iterations = 0; ///< passes of the loop
+  /// Submissions the loop found waiting at its last drain (the queue is
+  /// empty right after a drain, so this is the depth it had), and the most
+  /// ever found at once.
+  std::uint64_t queue_depth = 0;
+  std::uint64_t max_queue_depth = 0;
+  /// Submit-to-start latency of calls (caller's submit to the loop's first
+  /// resume), from a log-linear histogram: each figure is the upper bound
+  /// of its bucket (within 1/8 of the value).
+  std::chrono::nanoseconds start_latency_p50{0};
+  std::chrono::nanoseconds start_latency_p99{0};
+  std::chrono::nanoseconds start_latency_max{0};
+  /// Resumes that exceeded runner_options::stall_threshold.
+  std::uint64_t stalls = 0;
+};
+
+/// One call in flight, as runner::in_flight_calls() reports it.
+struct call_info {
+  enum class call_kind { blocking, future, spawned };
+  call_kind kind = call_kind::blocking;
+  std::thread::id caller;       ///< the thread that submitted it
+  std::chrono::nanoseconds age{0}; ///< since it was submitted
+  bool cancelling = false;      ///< cancellation was requested (timeout, cancel, close)
 };
 
 template <class T> class future;
@@ -231,6 +261,7 @@ public:
   void spawn(task<void> t) {
     check_task(t, "palitra::runner::spawn");
     auto* op = new detail::heap_root<void>(std::move(t), detail::root_mode::spawned);
+    op->stamp();
     try {
       detail::submit_root(*core_, *op, "palitra::runner::spawn");
     } catch (...) {
@@ -274,6 +305,12 @@ public:
   /// A snapshot of the counters (see runner_stats).
   runner_stats stats() const;
 
+  /// The calls in flight now (the stuck-call registry): kind, submitting
+  /// thread, age. Blocks: until the loop answers (a loop stuck in a resume
+  /// answers after it; the stall warning reports that case). Returns an
+  /// empty list on a closed runner.
+  std::vector<call_info> in_flight_calls() const;
+
 private:
   template <class T> friend class future;
   friend struct detail::runner_internals;
@@ -291,6 +328,7 @@ private:
     auto h = detail::task_access::handle(t);
     detail::root_op op(h, h.promise(), detail::root_mode::blocking);
     if (deadline != nullptr) op.set_deadline(*deadline);
+    op.stamp();
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
     op.slot_.wait(detail::caller_spin(*core_));
     return detail::take_root(op, std::move(t), what);
@@ -389,6 +427,7 @@ private:
 template <class T> future<T> runner::submit(task<T> t) {
   check_task(t, "palitra::runner::submit");
   auto* op = new detail::heap_root<T>(std::move(t), detail::root_mode::future);
+  op->stamp();
   try {
     detail::submit_root(*core_, *op, "palitra::runner::submit");
   } catch (...) {

@@ -32,6 +32,7 @@
 #include <chrono>
 #include <coroutine>
 #include <cstdint>
+#include <thread>
 
 #include <palitra/detail/cancel.hpp>
 #include <palitra/detail/completion_slot.hpp>
@@ -65,6 +66,12 @@ public:
     has_deadline_ = true;
     deadline_ = d;
   }
+  /// Records when and from which thread the call was submitted
+  /// (observability: start latency, in-flight registry).
+  void stamp() noexcept {
+    submitted_at_ = std::chrono::steady_clock::now();
+    caller_ = std::this_thread::get_id();
+  }
 
   // ---- filled by the submitter before the push
   std::coroutine_handle<> frame_;
@@ -73,6 +80,8 @@ public:
   bool has_deadline_ = false;
   std::chrono::steady_clock::time_point deadline_{};
   void (*reclaim_)(root_op*) noexcept = nullptr; // spawned / detached futures
+  std::chrono::steady_clock::time_point submitted_at_{};
+  std::thread::id caller_;
 
   // ---- loop-owned between the pop and P1
   root_op* reg_prev_ = nullptr; // registry of calls in flight

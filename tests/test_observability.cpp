@@ -1,0 +1,145 @@
+// Observability: loop-stall warning, stuck-call registry, queue depth and
+// submit-to-start latency.
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "latency_histogram.hpp"
+#include "support.hpp"
+
+using namespace std::chrono_literals;
+using palitra_test::watchdog;
+
+TEST_CASE("the loop-stall warning reports a resume that hogs the loop", "[observability]") {
+  watchdog w(30s);
+  std::vector<std::chrono::nanoseconds> stalls;
+  palitra::runner_options o;
+  o.stall_threshold = 5ms;
+  o.on_stall = [&stalls](std::chrono::nanoseconds d) { stalls.push_back(d); }; // loop thread
+  palitra::runner r(o);
+  auto hog = []() -> palitra::task<int> {
+    std::this_thread::sleep_for(20ms); // blocking work on the loop: a stall
+    co_await palitra::yield();
+    co_return 1;
+  };
+  auto polite = []() -> palitra::task<int> {
+    co_await palitra::sleep_for(20ms); // suspends: not a stall
+    co_return 2;
+  };
+  REQUIRE(r.run(hog) == 1);
+  REQUIRE(r.run(polite) == 2);
+  r.close(); // joins: `stalls` is safe to read
+  REQUIRE(stalls.size() == 1);
+  REQUIRE(stalls[0] >= 20ms);
+  REQUIRE(r.stats().stalls == 1);
+}
+
+TEST_CASE("the stall warning is off by default", "[observability]") {
+  watchdog w(30s);
+  palitra::runner r;
+  REQUIRE(r.run([]() -> palitra::task<int> {
+    std::this_thread::sleep_for(10ms);
+    co_return 1;
+  }) == 1);
+  REQUIRE(r.stats().stalls == 0);
+}
+
+TEST_CASE("in_flight_calls lists every call in flight with its thread and age",
+          "[observability]") {
+  watchdog w(30s);
+  palitra::runner r;
+  auto sleeper = []() -> palitra::task<int> {
+    co_await palitra::sleep_for(10s);
+    co_return 1;
+  };
+  std::vector<std::thread> ts;
+  std::set<std::thread::id> callers;
+  std::mutex m;
+  std::atomic<int> closed_errors{0};
+  for (int i = 0; i < 3; ++i)
+    ts.emplace_back([&] {
+      {
+        std::lock_guard<std::mutex> lk(m);
+        callers.insert(std::this_thread::get_id());
+      }
+      try {
+        r.run(sleeper());
+      } catch (const palitra::runner_closed_error&) {
+        ++closed_errors;
+      }
+    });
+  auto fut = r.submit(sleeper());
+  r.spawn([]() -> palitra::task<void> { co_await palitra::sleep_for(10s); });
+  std::vector<palitra::call_info> calls;
+  for (int i = 0; i < 5000 && calls.size() < 5; ++i) {
+    calls = r.in_flight_calls();
+    if (calls.size() < 5) std::this_thread::sleep_for(1ms);
+  }
+  REQUIRE(calls.size() == 5);
+  int blocking = 0, futures = 0, spawned = 0;
+  for (const auto& c : calls) {
+    REQUIRE(c.age > 0ns);
+    REQUIRE_FALSE(c.cancelling);
+    switch (c.kind) {
+    case palitra::call_info::call_kind::blocking:
+      ++blocking;
+      REQUIRE(callers.count(c.caller) == 1);
+      break;
+    case palitra::call_info::call_kind::future:
+      ++futures;
+      REQUIRE(c.caller == std::this_thread::get_id());
+      break;
+    case palitra::call_info::call_kind::spawned: ++spawned; break;
+    }
+  }
+  REQUIRE(blocking == 3);
+  REQUIRE(futures == 1);
+  REQUIRE(spawned == 1);
+  r.close();
+  for (auto& t : ts) t.join();
+  REQUIRE(closed_errors == 3);
+  REQUIRE_THROWS_AS(fut.get(), palitra::runner_closed_error);
+  REQUIRE(r.in_flight_calls().empty());
+  palitra_test::require_quiet(r.stats());
+}
+
+TEST_CASE("queue depth and submit-to-start latency are reported", "[observability]") {
+  watchdog w(60s);
+  palitra::runner r;
+  auto s0 = r.stats();
+  REQUIRE(s0.start_latency_p50 == 0ns);
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) r.run([]() -> palitra::task<int> { co_return 1; });
+    });
+  for (auto& t : ts) t.join();
+  auto s = r.stats();
+  REQUIRE(s.max_queue_depth >= 1);
+  REQUIRE(s.max_queue_depth <= 8); // at most one call per caller at a time
+  REQUIRE(s.start_latency_p50 > 0ns);
+  REQUIRE(s.start_latency_p99 >= s.start_latency_p50);
+  REQUIRE(s.start_latency_max >= s.start_latency_p99 - s.start_latency_p99 / 8);
+  palitra_test::require_quiet(s);
+}
+
+TEST_CASE("latency_histogram buckets are log-linear within 1/8", "[observability][unit]") {
+  using palitra::detail::latency_histogram;
+  int last = -1;
+  for (std::uint64_t v : {0ull, 1ull, 7ull, 8ull, 9ull, 15ull, 16ull, 100ull, 1000ull, 123456ull,
+                          1ull << 40}) {
+    const int i = latency_histogram::index(v);
+    REQUIRE(i > last);
+    last = i;
+    REQUIRE(latency_histogram::upper(i) >= v);
+    REQUIRE(latency_histogram::upper(i) - v <= v / 8 + 1);
+  }
+  latency_histogram h;
+  for (int i = 1; i <= 100; ++i) h.record(std::chrono::microseconds(i));
+  const auto p50 = h.percentile(0.5);
+  REQUIRE(p50 >= 50us);
+  REQUIRE(p50 <= 50us + 50us / 8);
+  REQUIRE(h.percentile(0.99) >= 99us);
+  REQUIRE(h.max() == 100us);
+}
