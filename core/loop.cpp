@@ -203,12 +203,18 @@ void loop::detach(root_op& op) noexcept {
 void loop::root_ended(root_op& op) noexcept {
   timers_.erase(op.timer_);
   const promise_base& p = *op.promise_;
-  if (!p.failed())
+  if (!p.failed()) {
     op.kind_ = end_kind::value;
-  else if (op.reason_ != end_reason::none && is_cancellation(p.exception()))
+  } else if ((op.reason_ != end_reason::none || op.chain_.cancelled()) &&
+             is_cancellation(p.exception())) {
+    // A future::cancel() is visible to the task (request_async) before its
+    // cancel node reaches us, so the task may end by it with no reason set
+    // yet: that is still our cancellation, not the task's own failure.
+    if (op.reason_ == end_reason::none) op.reason_ = end_reason::cancel;
     op.kind_ = end_kind::cancelled;
-  else
+  } else {
     op.kind_ = end_kind::failed;
+  }
   op.finished_next_ = nullptr;
   if (finished_tail_ != nullptr)
     finished_tail_->finished_next_ = &op;

@@ -59,6 +59,9 @@ public:
   /// Index of the child that decided the group (first failure for `all`,
   /// first completion for `any`), or `none`.
   std::size_t decider() const noexcept { return decider_; }
+  /// True if the awaiting chain was cancelled while the group ran (then at
+  /// least one child was still running and was cancelled).
+  bool cancelled_from_outside() const noexcept { return parent_cancelled_; }
 
 protected:
   explicit group_base(group_policy p) noexcept : policy_(p) {}
@@ -112,7 +115,9 @@ private:
   }
 
   static void on_parent_cancel(void* self) noexcept {
-    static_cast<group_base*>(self)->cancel_children(none);
+    auto* g = static_cast<group_base*>(self);
+    g->parent_cancelled_ = true;
+    g->cancel_children(none);
   }
 
   group_policy policy_;
@@ -120,6 +125,7 @@ private:
   std::size_t n_ = 0;
   std::size_t remaining_ = 0;
   std::size_t decider_ = none;
+  bool parent_cancelled_ = false;
   std::coroutine_handle<> parent_;
   cancel_state* parent_chain_ = nullptr;
 };
@@ -195,6 +201,10 @@ public:
       for (auto& t : tasks_) out.push_back(task_access::handle(t).promise().take_result());
       return out;
     } else if constexpr (Policy == group_policy::settled) {
+      // Settled never throws for a child's failure, but a cancellation of
+      // the whole group (a timeout around it, close) is the group's own
+      // outcome: wait_for(gather(..., return_exceptions=True)) raises too.
+      if (cancelled_from_outside()) throw_cancelled("palitra::when_all_settled");
       std::vector<outcome<T>> out;
       out.reserve(tasks_.size());
       for (auto& t : tasks_) {
