@@ -110,6 +110,8 @@ void check_blocking_call(const runner_core& c, const char* what) {
 
 bool on_loop_thread(const runner_core& c) noexcept { return tl_core == &c; }
 
+bool inherited(const runner_core& c) noexcept { return c.inherited(); }
+
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
   return c.loop_.caller_spin();
 }

@@ -410,6 +410,11 @@ private:
     state* s = std::exchange(st_, nullptr);
     if (s == nullptr) return;
     if (!s->slot_.is_done()) {
+      if (detail::inherited(*core_)) {
+        // A forked child: the loop thread that owns the op does not exist
+        // here, so nothing can end it. Leak it rather than hang.
+        return;
+      }
       if (detail::on_loop_thread(*core_)) {
         detail::detach_on_loop(*core_, *s); // the loop reclaims it at the end
         return;

@@ -25,6 +25,8 @@ void detach_on_loop(runner_core& c, root_op& op) noexcept;
 /// runner_closed_error in a forked child; `what` names the call.
 void check_blocking_call(const runner_core& c, const char* what);
 bool on_loop_thread(const runner_core& c) noexcept;
+/// True in a forked child for a runner created before the fork.
+bool inherited(const runner_core& c) noexcept;
 /// Throws reentrancy_error on c's loop thread. Compares addresses only, so
 /// it is safe after the runner was destroyed.
 void check_not_loop_thread(const runner_core* c, const char* what);
