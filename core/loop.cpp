@@ -387,6 +387,8 @@ bool loop::try_finish_stop() noexcept {
 }
 
 void loop::run() noexcept {
+  // Model: stress/model/palitra.pml, process Loop (TAKE_ALL, REJECT_BATCH,
+  // END_CALL, idle W1-W3, S2, final drain).
   tl_loop = this;
   for (;;) {
     bump(iterations_);

@@ -2,7 +2,8 @@
 // consumer (the loop). The node is the first member of the call's own
 // root_op, so a push allocates nothing.
 //
-// Protocol:
+// Protocol (model: stress/model/palitra.pml, chan q: Q1 = q!c in Caller,
+// Q2 = TAKE_ALL in Loop):
 //   Q1 producer: n->next = head; CAS head: old -> n (seq_cst). Lock-free:
 //      a failed CAS means another push or the consumer's take succeeded.
 //   Q2 consumer: head.exchange(nullptr) (acquire) takes every node at once;

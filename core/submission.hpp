@@ -1,7 +1,9 @@
 // palitra — the submission side of a loop: the lifecycle gate, the MPSC
 // queue and the wake elision, as one protocol over a sync policy
 // (sync_policy.hpp), so that the production code runs under the
-// deterministic scheduler too (stress/dsched). Model: stress/model/palitra.pml.
+// deterministic scheduler too (stress/dsched).
+// Model: stress/model/palitra.pml, Caller G1/G2/W2/G3, request_stop S1,
+// Loop S2/W1/W3; mutants BUG_NO_GATE, BUG_WAKE_ORDER, BUG_RELAXED.
 //
 // ---------------------------------------------------------------------------
 // Protocol 1: the lifecycle gate (gate_). One 64-bit word:
@@ -13,7 +15,8 @@
 //   G2 producer: push the node (Q1), then the wake check (W2).
 //   G3 producer: fetch_sub(one) (release: its push and wake happen before
 //      the loop's S2 reads the count 0).
-//   S1 close(), any thread: CAS running -> stopping, then a counted wake.
+//   S1 close(), any thread: CAS running -> stopping that also enters the
+//      gate (count + 1, seq_cst: pairs with W1), then W2 and G3.
 //   S2 loop: once stopping, nothing in flight, and producers == 0:
 //      CAS (stopping, 0) -> stopped (acq_rel). After S2 no producer passes
 //      G1, and every producer that passed it has finished G2, so one last
@@ -27,7 +30,9 @@
 //
 // Protocol 2: wake elision (armed_), libuv/folly style.
 //   W1 loop, about to block: armed_ = 1 (seq_cst), then re-check the queue
-//      (seq_cst) and the gate; if anything is there: armed_ = 0, no block.
+//      and the gate (both seq_cst); if anything is there: armed_ = 0, no
+//      block. The gate re-check pairs with S1 the way the queue re-check
+//      pairs with Q1: a close() is never slept through.
 //   W2 producer, after its push: if armed_ (seq_cst load) is 1 and its
 //      exchange(0) returned 1, it alone writes the wake fd (one write per
 //      sleep). W1's store->load and Q1's push->load of W2 form a Dekker
@@ -87,16 +92,19 @@ public:
     std::uint64_t g = gate_.load(std::memory_order_relaxed);
     for (;;) {
       if ((g & gate_state_mask) != gate_running) return false;
-      // S1, acq_rel: orders close()'s earlier writes before the loop's S2.
-      if (gate_.compare_exchange_weak(g, (g & ~gate_state_mask) | gate_stopping,
-                                      std::memory_order_acq_rel, std::memory_order_relaxed))
+      // S1 enters the gate in the same CAS (count + 1), so the wake below is
+      // a counted producer's and cannot race the loop thread's exit (I2).
+      // seq_cst: S1 is the store of a store->load pair with W1 (the loop
+      // stores armed_, then reads the gate; we store the gate, then read
+      // armed_): with acq_rel alone a weak machine may let both miss, and
+      // the loop would sleep through close() (found by the spin model,
+      // mutant BUG_RELAXED).
+      if (gate_.compare_exchange_weak(g, ((g & ~gate_state_mask) | gate_stopping) + gate_one,
+                                      std::memory_order_seq_cst, std::memory_order_relaxed))
         break;
     }
-    // Wake the loop as a producer would: counted, so the write cannot race
-    // the loop thread's exit (I2).
-    gate_.fetch_add(gate_one, std::memory_order_acquire);
-    wake_if_armed(wake);
-    gate_.fetch_sub(gate_one, std::memory_order_release);
+    wake_if_armed(wake); // W2
+    gate_.fetch_sub(gate_one, std::memory_order_release); // G3
     return true;
   }
 
@@ -123,8 +131,12 @@ public:
   /// W1: announce the sleep and re-check. true: the loop may block now.
   /// `stopping` is the loop's own knowledge that it already saw S1.
   bool arm_for_sleep(bool stopping) noexcept {
-    armed_.store(1, std::memory_order_seq_cst); // W1, store half of the Dekker pair
-    if (!queue_.empty_seq_cst() || (!stopping && !accepting())) {
+    armed_.store(1, std::memory_order_seq_cst); // W1, store half of the Dekker pairs
+    // Both re-checks are seq_cst loads: the load halves of the pairs with
+    // Q1 (a push) and S1 (close()).
+    if (!queue_.empty_seq_cst() ||
+        (!stopping &&
+         (gate_.load(std::memory_order_seq_cst) & gate_state_mask) != gate_running)) {
       armed_.store(0, std::memory_order_relaxed); // W3
       return false;
     }

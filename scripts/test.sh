@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Build and run every test suite, one lane after another (default: dev asan tsan).
+# Build and run every test suite, one lane after another
+# (default: dev asan tsan tsan-gcc fuzz).
 #
-#   bash scripts/test.sh [lane...]      lanes: dev release asan tsan
+#   bash scripts/test.sh [lane...]      lanes: dev release asan tsan tsan-gcc fuzz
 #
 # Installs missing Debian packages first (needs root or sudo). Stops at the
 # first failing lane.
@@ -11,10 +12,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # shellcheck source=scripts/deps.sh
 source scripts/deps.sh
-palitra_deps base sanitizers
+palitra_deps base sanitizers fuzz model
 
 lanes=("$@")
-[ ${#lanes[@]} -gt 0 ] || lanes=(dev asan tsan)
+[ ${#lanes[@]} -gt 0 ] || lanes=(dev asan tsan tsan-gcc fuzz)
 
 start=$SECONDS
 for lane in "${lanes[@]}"; do

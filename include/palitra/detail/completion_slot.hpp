@@ -1,7 +1,9 @@
 // palitra — the per-call completion slot: one 32-bit state word that a
 // blocking caller waits on and the loop publishes to.
 //
-// Protocol (model: stress/model/palitra.pml, processes Caller and Loop):
+// Protocol. Model: stress/model/palitra.pml, process Caller, steps W1/A1;
+// Loop macros P1/WAKE; mutant BUG_TRUST_WAKE. Deterministic schedule:
+// stress/dsched/dsched_slot.cpp.
 //   states: slot_pending  -> the call is in flight, the caller is awake
 //           slot_waiting  -> the caller is (about to be) asleep on the word
 //           slot_done     -> published: the result is readable, the loop is

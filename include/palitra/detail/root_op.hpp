@@ -26,6 +26,8 @@
 //   xc_queued, task ended (loop): publish when the cancel node is popped.
 // Invariant: P1 happens only in xc_closed or after the cancel node's pop, so
 // the op is never freed while its cancel node is queued.
+// Model: stress/model/palitra.pml covers blocking ops only; G1' and this
+// handshake are checked by the fuzz_ops target and the mixed_load scenario.
 #pragma once
 
 #include <atomic>
