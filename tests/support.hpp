@@ -10,7 +10,11 @@
 #include <cstdlib>
 #include <dirent.h>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -82,5 +86,38 @@ inline palitra::runner_stats settled_stats(palitra::runner& r) {
   }
   return r.stats();
 }
+
+/// An exception type of the tests' own, carrying a code.
+struct custom_error : std::runtime_error {
+  explicit custom_error(int c) : std::runtime_error("custom " + std::to_string(c)), code(c) {}
+  int code;
+};
+
+using event_log = std::vector<std::string>;
+
+/// A coroutine parameter that logs "<name> destroyed" when the frame
+/// holding it is destroyed (a moved-from marker logs nothing). The log is
+/// written on the loop thread and read by the test after the blocking call.
+struct marker {
+  marker(event_log& l, std::string n) : log(&l), name(std::move(n)) {}
+  marker(marker&& o) noexcept : log(std::exchange(o.log, nullptr)), name(std::move(o.name)) {}
+  marker(const marker&) = delete;
+  marker& operator=(const marker&) = delete;
+  ~marker() {
+    if (log != nullptr) log->push_back(name + " destroyed");
+  }
+  void note(const std::string& what) const { log->push_back(name + " " + what); }
+  event_log* log;
+  std::string name;
+};
+
+/// Counts live copies (thread-safe: frames die on either thread).
+struct probe {
+  explicit probe(std::atomic<int>& a) : alive(&a) { ++*alive; }
+  probe(const probe& o) : alive(o.alive) { ++*alive; }
+  probe& operator=(const probe&) = delete;
+  ~probe() { --*alive; }
+  std::atomic<int>* alive;
+};
 
 } // namespace palitra_test

@@ -31,35 +31,10 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-struct custom_error : std::runtime_error {
-  explicit custom_error(int c) : std::runtime_error("custom " + std::to_string(c)), code(c) {}
-  int code;
-};
-
-using event_log = std::vector<std::string>;
-
-/// A coroutine parameter that logs "<name> destroyed" with its frame.
-struct marker {
-  marker(event_log& l, std::string n) : log(&l), name(std::move(n)) {}
-  marker(marker&& o) noexcept : log(std::exchange(o.log, nullptr)), name(std::move(o.name)) {}
-  marker(const marker&) = delete;
-  marker& operator=(const marker&) = delete;
-  ~marker() {
-    if (log != nullptr) log->push_back(name + " destroyed");
-  }
-  void note(const std::string& what) const { log->push_back(name + " " + what); }
-  event_log* log;
-  std::string name;
-};
-
-/// Counts live copies (thread-safe: frames die on either thread).
-struct probe {
-  explicit probe(std::atomic<int>& a) : alive(&a) { ++*alive; }
-  probe(const probe& o) : alive(o.alive) { ++*alive; }
-  probe& operator=(const probe&) = delete;
-  ~probe() { --*alive; }
-  std::atomic<int>* alive;
-};
+using palitra_test::custom_error;
+using palitra_test::event_log;
+using palitra_test::marker;
+using palitra_test::probe;
 
 /// Collects what on_unhandled_error receives (on the loop thread).
 struct error_sink {

@@ -28,36 +28,10 @@ using clk = std::chrono::steady_clock;
 
 namespace {
 
-struct custom_error : std::runtime_error {
-  explicit custom_error(int c) : std::runtime_error("custom " + std::to_string(c)), code(c) {}
-  int code;
-};
-
-using event_log = std::vector<std::string>;
-
-/// A coroutine parameter that logs "<name> destroyed" when the frame
-/// holding it is destroyed (a moved-from marker logs nothing).
-struct marker {
-  marker(event_log& l, std::string n) : log(&l), name(std::move(n)) {}
-  marker(marker&& o) noexcept : log(std::exchange(o.log, nullptr)), name(std::move(o.name)) {}
-  marker(const marker&) = delete;
-  marker& operator=(const marker&) = delete;
-  ~marker() {
-    if (log != nullptr) log->push_back(name + " destroyed");
-  }
-  void note(const std::string& what) const { log->push_back(name + " " + what); }
-  event_log* log;
-  std::string name;
-};
-
-/// Counts live copies: every frame holding one keeps the count above zero.
-struct probe {
-  explicit probe(std::atomic<int>& a) : alive(&a) { ++*alive; }
-  probe(const probe& o) : alive(o.alive) { ++*alive; }
-  probe& operator=(const probe&) = delete;
-  ~probe() { --*alive; }
-  std::atomic<int>* alive;
-};
+using palitra_test::custom_error;
+using palitra_test::event_log;
+using palitra_test::marker;
+using palitra_test::probe;
 
 /// Position of `e` in `log`, or -1.
 std::ptrdiff_t pos(const event_log& log, const std::string& e) {
