@@ -1,0 +1,815 @@
+// palitra bench — round trip: a synchronous caller hands a trivial job (it
+// returns the int 1) to one server thread and blocks until the result is back.
+//
+// What it exercises, side by side in one run with one harness:
+//   palitra      r.run(task) on an explicit palitra::runner (default options):
+//                MPSC push, wake elision, loop pass, completion slot.
+//   asio         asio::co_spawn(ctx, awaitable, asio::use_future).get(); one
+//                thread runs an io_context kept alive by a work guard.
+//   mutex_cv     a std::mutex + std::condition_variable job queue (std::deque)
+//                served by one thread; the caller waits on a std::future from
+//                a std::promise. The naive baseline.
+//   futex_floor  a futex ping-pong between two threads: the caller stores the
+//                request, FUTEX_WAKE, FUTEX_WAIT; the server does the same
+//                back. Both sleep every time: the cost of one blocking hand-off
+//                each way, which any design that lets its threads sleep pays.
+//                One caller only (it is a pair, not a queue).
+// Metrics, per system and round:
+//   latency      one caller, back-to-back calls (the loop is otherwise idle):
+//                warm-up, then --calls calls each timed with steady_clock
+//                (≈ 25 ns per clock read, included); p50, p99, mean.
+//   throughput   N = 1, 2, 4, 16, 64 caller threads; --tput-calls calls per N,
+//                split evenly (each thread does tput_calls / N); the clock runs
+//                from releasing a start latch until every thread is joined.
+//   sparse       one caller pauses 300 µs before each of --sparse-calls timed
+//                calls, longer than palitra's 50 µs spin phases, so the server
+//                is asleep every time: the cost of waking it.
+//   allocations  malloc-family calls of the whole process ÷ calls, counted in
+//                separate untimed passes with 1 and 16 callers (alloc_count.hpp).
+//   CPU          process user+sys time (getrusage) over the sparse run and the
+//                1- and 16-thread throughput runs ÷ calls: what spinning or
+//                yielding costs (the sparse figure includes the caller's
+//                nanosleep, the same for every system).
+//   palitra only runner.stats() deltas per call: loop_wakeups (wake-fd
+//                writes) over the latency run (1t), the sparse run and the
+//                16-thread throughput run (16t); loop_iterations over 1t, 16t.
+// Rounds: every round runs every system once (the starting system rotates);
+// tables show the median over rounds, ratios are taken within a round and
+// then the median is shown. The VM this was written on time-slices its two
+// vCPUs like one core, so single rounds swing; see bench/README.md.
+// Scaling: the work is rounds × systems × (1.1 × calls + 5 × tput_calls + 2 ×
+// alloc_calls + sparse_calls) round trips (3-5 µs each on one vCPU, asio
+// ~13 µs, ~50 µs in a round where the scheduler splits caller and server over
+// the two vCPUs) plus sparse_calls × 300 µs of pauses: the defaults (5 rounds)
+// take 1-2 minutes here; --quick takes a few seconds.
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+#include <linux/futex.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <fstream>
+#include <functional>
+#include <future>
+#include <latch>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <asio/awaitable.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_future.hpp>
+#include <asio/version.hpp>
+
+#include <palitra/detail/frame_allocator.hpp>
+#include <palitra/palitra.hpp>
+
+#include "alloc_count.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
+constexpr std::array<int, 5> thread_counts{1, 2, 4, 16, 64};
+constexpr int alloc_threads = 16;   // the "under load" allocation pass
+constexpr std::size_t wake_tput_index = 3; // thread_counts[3] == 16
+
+// ---------------------------------------------------------------------------
+// The four systems. Each: constructed per round, int call() from any thread
+// (futex_floor: one thread), destroyed at the end of the round.
+// ---------------------------------------------------------------------------
+
+palitra::task<int> palitra_job() { co_return 1; }
+
+class palitra_system {
+public:
+  int call() { return runner_.run(palitra_job()); }
+  palitra::runner_stats stats() const { return runner_.stats(); }
+
+private:
+  palitra::runner runner_;
+};
+
+asio::awaitable<int> asio_job() { co_return 1; }
+
+class asio_system {
+public:
+  asio_system() : guard_(asio::make_work_guard(ctx_)), thread_([this] { ctx_.run(); }) {}
+  ~asio_system() {
+    guard_.reset();
+    thread_.join();
+  }
+  int call() { return asio::co_spawn(ctx_, asio_job(), asio::use_future).get(); }
+
+private:
+  asio::io_context ctx_; // default concurrency hint, as a user would write it
+  asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  std::thread thread_;
+};
+
+int plain_job() noexcept { return 1; }
+
+class mutex_cv_system {
+public:
+  mutex_cv_system() : thread_([this] { serve(); }) {}
+  ~mutex_cv_system() {
+    {
+      std::lock_guard<std::mutex> g(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  int call() {
+    job j{&plain_job, {}};
+    std::future<int> f = j.promise.get_future();
+    {
+      std::lock_guard<std::mutex> g(mutex_);
+      queue_.push_back(&j);
+    }
+    cv_.notify_one();
+    return f.get();
+  }
+
+private:
+  struct job {
+    int (*fn)() noexcept;
+    std::promise<int> promise;
+  };
+  void serve() {
+    for (;;) {
+      std::unique_lock<std::mutex> lk(mutex_);
+      cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return; // stop_ and drained
+      job* j = queue_.front();
+      queue_.pop_front();
+      lk.unlock();
+      // Move the promise out first: once set_value makes the future ready the
+      // caller may return and destroy *j while set_value is still unwinding.
+      std::promise<int> p = std::move(j->promise);
+      p.set_value(j->fn());
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<job*> queue_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+static_assert(sizeof(std::atomic<std::uint32_t>) == 4 &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
+
+long futex(std::atomic<std::uint32_t>& word, int op, std::uint32_t val) noexcept {
+  // The futex key is the word's address; std::atomic<uint32_t> is a plain
+  // 4-byte integer here (static_assert above).
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), op, val, nullptr, nullptr,
+                 0);
+}
+
+class futex_floor_system {
+public:
+  futex_floor_system() : thread_([this] { serve(); }) {}
+  ~futex_floor_system() {
+    request_.store(stop_seq, std::memory_order_release);
+    futex(request_, FUTEX_WAKE_PRIVATE, 1);
+    thread_.join();
+  }
+  /// One caller at a time (a ping-pong pair).
+  int call() noexcept {
+    const std::uint32_t s = ++seq_;
+    // release: the request word is the whole message; pairs with serve()'s acquire.
+    request_.store(s, std::memory_order_release);
+    futex(request_, FUTEX_WAKE_PRIVATE, 1); // unconditional: both sides always sleep
+    // acquire: pairs with serve()'s release store of reply_, publishing result_.
+    while (reply_.load(std::memory_order_acquire) != s)
+      futex(reply_, FUTEX_WAIT_PRIVATE, s - 1); // returns at once if reply_ moved on
+    return result_;
+  }
+
+private:
+  static constexpr std::uint32_t stop_seq = 0xffffffffU;
+  void serve() noexcept {
+    std::uint32_t last = 0;
+    for (;;) {
+      std::uint32_t r;
+      // acquire: pairs with call()'s release store of request_.
+      while ((r = request_.load(std::memory_order_acquire)) == last)
+        futex(request_, FUTEX_WAIT_PRIVATE, last);
+      if (r == stop_seq) return;
+      last = r;
+      result_ = plain_job();
+      reply_.store(r, std::memory_order_release); // publishes result_ to call()'s acquire
+      futex(reply_, FUTEX_WAKE_PRIVATE, 1);
+    }
+  }
+  alignas(64) std::atomic<std::uint32_t> request_{0};
+  alignas(64) std::atomic<std::uint32_t> reply_{0};
+  int result_ = 0;
+  std::uint32_t seq_ = 0; // caller-owned
+  std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------
+// Harness
+// ---------------------------------------------------------------------------
+
+struct config {
+  int rounds = 5;
+  std::size_t calls = 20000;       // timed latency calls per round
+  std::size_t warmup = 2000;       // untimed calls before them
+  std::size_t tput_calls = 40000;  // per thread count, split over the threads
+  std::size_t alloc_calls = 4000;  // per allocation pass
+  std::size_t sparse_calls = 2000; // timed calls with a pause before each
+  std::string csv;
+};
+
+/// One system in one round. NaN = not measured.
+struct sample {
+  double p50 = nan_v, p99 = nan_v, mean = nan_v; // µs
+  std::array<double, thread_counts.size()> tput{nan_v, nan_v, nan_v, nan_v, nan_v}; // calls/s
+  double allocs_1t = nan_v, allocs_16t = nan_v;
+  double wakeups_1t = nan_v, wakeups_16t = nan_v; // palitra: wake-fd writes per call
+  double iters_1t = nan_v, iters_16t = nan_v;     // palitra: loop passes per call
+  double sparse_p50 = nan_v, sparse_p99 = nan_v;  // µs, server asleep at each call
+  double wakeups_sparse = nan_v;                  // palitra
+  double cpu_1t = nan_v, cpu_16t = nan_v;         // process CPU µs per call (user+sys)
+  double cpu_sparse = nan_v;                      // the same over the sparse run
+};
+
+/// The pause before each sparse call: longer than palitra's default
+/// caller_spin and loop_spin (50 µs each), so every sparse call finds the
+/// server asleep and pays its wake-up.
+constexpr auto sparse_gap = std::chrono::microseconds(300);
+
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+void check_sum(std::uint64_t got, std::uint64_t calls, const char* system, const char* what) {
+  if (got != calls) {
+    std::fprintf(stderr, "palitra_bench: %s %s: results sum to %llu over %llu calls\n", system,
+                 what, static_cast<unsigned long long>(got),
+                 static_cast<unsigned long long>(calls));
+    std::exit(2);
+  }
+}
+
+/// Nearest-rank percentile of sorted nanoseconds, in µs.
+double percentile_us(const std::vector<std::int64_t>& sorted, double q) {
+  const std::size_t i = static_cast<std::size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return static_cast<double>(sorted[std::min(sorted.size() - 1, i == 0 ? 0 : i - 1)]) / 1000.0;
+}
+
+template <class S> void latency(S& s, const config& c, std::vector<std::int64_t>& ns, sample& out,
+                                const char* name) {
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < c.warmup; ++i) sum += static_cast<std::uint64_t>(s.call());
+  check_sum(sum, c.warmup, name, "warm-up");
+  ns.resize(c.calls);
+  sum = 0;
+  for (std::size_t i = 0; i < c.calls; ++i) {
+    const auto t0 = clock_type::now();
+    sum += static_cast<std::uint64_t>(s.call());
+    const auto t1 = clock_type::now();
+    ns[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+  }
+  check_sum(sum, c.calls, name, "latency");
+  double total = 0;
+  for (auto v : ns) total += static_cast<double>(v);
+  std::sort(ns.begin(), ns.end());
+  out.p50 = percentile_us(ns, 0.50);
+  out.p99 = percentile_us(ns, 0.99);
+  out.mean = total / static_cast<double>(ns.size()) / 1000.0;
+}
+
+/// One caller, a sparse_gap pause before each timed call (p50, p99).
+template <class S> void latency_sparse(S& s, const config& c, std::vector<std::int64_t>& ns,
+                                       sample& out, const char* name) {
+  ns.resize(c.sparse_calls);
+  std::uint64_t sum = 0;
+  for (std::size_t i = 0; i < c.sparse_calls; ++i) {
+    std::this_thread::sleep_for(sparse_gap);
+    const auto t0 = clock_type::now();
+    sum += static_cast<std::uint64_t>(s.call());
+    const auto t1 = clock_type::now();
+    ns[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count();
+  }
+  check_sum(sum, c.sparse_calls, name, "sparse latency");
+  std::sort(ns.begin(), ns.end());
+  out.sparse_p50 = percentile_us(ns, 0.50);
+  out.sparse_p99 = percentile_us(ns, 0.99);
+}
+
+/// calls/s with `threads` callers doing `per_thread` calls each.
+template <class S> double throughput(S& s, int threads, std::size_t per_thread, const char* name) {
+  std::latch ready(threads), go(1);
+  std::atomic<std::uint64_t> sum{0};
+  std::vector<std::thread> ts;
+  ts.reserve(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      ready.count_down();
+      go.wait();
+      std::uint64_t local = 0;
+      for (std::size_t i = 0; i < per_thread; ++i) local += static_cast<std::uint64_t>(s.call());
+      sum.fetch_add(local, std::memory_order_relaxed); // read after join
+    });
+  ready.wait();
+  const auto t0 = clock_type::now();
+  go.count_down();
+  for (auto& t : ts) t.join();
+  const auto t1 = clock_type::now();
+  const std::uint64_t calls = static_cast<std::uint64_t>(threads) * per_thread;
+  check_sum(sum.load(std::memory_order_relaxed), calls, name, "throughput");
+  return static_cast<double>(calls) / std::chrono::duration<double>(t1 - t0).count();
+}
+
+/// Allocation calls per round trip with `threads` callers (untimed pass).
+template <class S> double allocs_per_call(S& s, int threads, std::size_t calls, const char* name) {
+  const std::size_t per_thread = std::max<std::size_t>(1, calls / static_cast<std::size_t>(threads));
+  std::latch ready(threads), go(1), done(threads);
+  std::atomic<std::uint64_t> sum{0};
+  std::vector<std::thread> ts;
+  ts.reserve(static_cast<std::size_t>(threads));
+  for (int t = 0; t < threads; ++t)
+    ts.emplace_back([&] {
+      std::uint64_t local = static_cast<std::uint64_t>(s.call()); // per-thread first-use setup
+      ready.count_down();
+      go.wait();
+      for (std::size_t i = 0; i < per_thread; ++i) local += static_cast<std::uint64_t>(s.call());
+      sum.fetch_add(local, std::memory_order_relaxed);
+      done.count_down(); // release: this thread's calls happen before stop()
+    });
+  ready.wait();
+  palitra_bench::alloc_window w; // thread creation and exit stay outside
+  go.count_down();
+  done.wait();
+  const std::uint64_t n = w.stop();
+  for (auto& t : ts) t.join();
+  const std::uint64_t calls_done = static_cast<std::uint64_t>(threads) * per_thread;
+  check_sum(sum.load(std::memory_order_relaxed), calls_done + static_cast<std::uint64_t>(threads),
+            name, "allocations");
+  return static_cast<double>(n) / static_cast<double>(calls_done);
+}
+
+template <class S> constexpr bool has_stats = requires(const S& s) { s.stats(); };
+
+/// One round of one system: latency, allocations, throughput.
+template <class S> sample measure(const config& c, bool multi_caller, const char* name,
+                                  std::vector<std::int64_t>& ns) {
+  sample out;
+  auto s = std::make_unique<S>();
+  palitra::runner_stats before{};
+  if constexpr (has_stats<S>) before = s->stats();
+  latency(*s, c, ns, out, name);
+  if constexpr (has_stats<S>) {
+    const auto after = s->stats();
+    const double n = static_cast<double>(c.warmup + c.calls);
+    out.wakeups_1t = static_cast<double>(after.loop_wakeups - before.loop_wakeups) / n;
+    out.iters_1t = static_cast<double>(after.loop_iterations - before.loop_iterations) / n;
+  }
+  if constexpr (has_stats<S>) before = s->stats();
+  const double sparse_cpu0 = process_cpu_seconds();
+  latency_sparse(*s, c, ns, out, name);
+  out.cpu_sparse = (process_cpu_seconds() - sparse_cpu0) * 1e6 / static_cast<double>(c.sparse_calls);
+  if constexpr (has_stats<S>)
+    out.wakeups_sparse = static_cast<double>(s->stats().loop_wakeups - before.loop_wakeups) /
+                         static_cast<double>(c.sparse_calls);
+  out.allocs_1t = allocs_per_call(*s, 1, c.alloc_calls, name);
+  for (std::size_t k = 0; k < thread_counts.size(); ++k) {
+    const int n = thread_counts[k];
+    if (n > 1 && !multi_caller) continue;
+    const std::size_t per = std::max<std::size_t>(1, c.tput_calls / static_cast<std::size_t>(n));
+    if constexpr (has_stats<S>) before = s->stats();
+    const double cpu0 = process_cpu_seconds();
+    out.tput[k] = throughput(*s, n, per, name);
+    const double cpu_per_call = (process_cpu_seconds() - cpu0) * 1e6 / (static_cast<double>(per) * n);
+    if (k == 0) out.cpu_1t = cpu_per_call;
+    if (k == wake_tput_index) out.cpu_16t = cpu_per_call;
+    if constexpr (has_stats<S>) {
+      if (k == wake_tput_index) {
+        const auto after = s->stats();
+        const double calls = static_cast<double>(per) * n;
+        out.wakeups_16t = static_cast<double>(after.loop_wakeups - before.loop_wakeups) / calls;
+        out.iters_16t =
+            static_cast<double>(after.loop_iterations - before.loop_iterations) / calls;
+      }
+    }
+  }
+  if (multi_caller) out.allocs_16t = allocs_per_call(*s, alloc_threads, c.alloc_calls, name);
+  if constexpr (has_stats<S>) {
+    // Counters balance whenever the loop is quiescent (DESIGN.md §2): every
+    // call returned, so nothing may be in flight.
+    const auto st = s->stats();
+    if (st.in_flight != 0 || st.submitted != st.completed + st.failed + st.cancelled) {
+      std::fprintf(stderr,
+                   "palitra_bench: %s: counters do not balance after the round: submitted %llu "
+                   "completed %llu failed %llu cancelled %llu in_flight %llu\n",
+                   name, static_cast<unsigned long long>(st.submitted),
+                   static_cast<unsigned long long>(st.completed),
+                   static_cast<unsigned long long>(st.failed),
+                   static_cast<unsigned long long>(st.cancelled),
+                   static_cast<unsigned long long>(st.in_flight));
+    }
+  }
+  return out;
+}
+
+struct system_desc {
+  const char* key;   // CSV name
+  const char* label; // table name
+  bool multi_caller;
+  sample (*run)(const config&, bool, const char*, std::vector<std::int64_t>&);
+};
+
+const std::array<system_desc, 4> systems{{
+    {"palitra", "palitra `runner::run`", true, &measure<palitra_system>},
+    {"asio", "asio `co_spawn`+`use_future`", true, &measure<asio_system>},
+    {"mutex_cv", "mutex+condvar queue, promise", true, &measure<mutex_cv_system>},
+    {"futex_floor", "futex ping-pong (floor)", false, &measure<futex_floor_system>},
+}};
+constexpr std::size_t asio_index = 1, floor_index = 3; // positions in `systems`
+
+// ---------------------------------------------------------------------------
+// Reporting
+// ---------------------------------------------------------------------------
+
+double median(std::vector<double> v) {
+  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
+  if (v.empty()) return nan_v;
+  std::sort(v.begin(), v.end());
+  const std::size_t m = v.size() / 2;
+  return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
+}
+
+double min_of(const std::vector<double>& v) {
+  double r = nan_v;
+  for (double x : v)
+    if (!std::isnan(x) && (std::isnan(r) || x < r)) r = x;
+  return r;
+}
+double max_of(const std::vector<double>& v) {
+  double r = nan_v;
+  for (double x : v)
+    if (!std::isnan(x) && (std::isnan(r) || x > r)) r = x;
+  return r;
+}
+
+std::string fmt(const char* f, double v) {
+  if (std::isnan(v)) return "—";
+  char b[64];
+  std::snprintf(b, sizeof b, f, v);
+  return b;
+}
+std::string fmt_us(double v) {
+  if (std::isnan(v)) return "—";
+  return fmt(v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v);
+}
+std::string fmt_rate(double v) {
+  if (std::isnan(v)) return "—";
+  if (v >= 1e6) return fmt("%.2fM", v / 1e6);
+  if (v >= 1e5) return fmt("%.0fk", v / 1e3);
+  if (v >= 1e3) return fmt("%.1fk", v / 1e3);
+  return fmt("%.0f", v);
+}
+std::string fmt_csv(double v) {
+  if (std::isnan(v)) return "";
+  char b[64];
+  std::snprintf(b, sizeof b, "%.6g", v);
+  return b;
+}
+
+using table = std::vector<std::vector<sample>>; // [system][round]
+
+template <class F> std::vector<double> per_round(const table& t, std::size_t sys, F get) {
+  std::vector<double> v;
+  for (const sample& s : t[sys]) v.push_back(get(s));
+  return v;
+}
+
+/// Within-round ratio f(system sample, reference sample), median over rounds.
+template <class F>
+double ratio_median(const table& t, std::size_t sys, std::size_t ref, F f) {
+  std::vector<double> v;
+  for (std::size_t r = 0; r < t[sys].size(); ++r) v.push_back(f(t[sys][r], t[ref][r]));
+  return median(std::move(v));
+}
+
+std::string read_cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      const auto p = line.find(':');
+      if (p != std::string::npos) return line.substr(p + 2);
+    }
+  }
+  return "unknown";
+}
+
+/// The first three fields of /proc/loadavg: how busy the machine was.
+std::string load_average() {
+  std::ifstream in("/proc/loadavg");
+  std::string a, b, c;
+  if (!(in >> a >> b >> c)) return "unknown";
+  return a + " " + b + " " + c;
+}
+
+std::string affinity_cpus(int& count) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  count = 0;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return "?";
+  std::string r;
+  for (int i = 0; i < CPU_SETSIZE; ++i) {
+    if (!CPU_ISSET(i, &set)) continue;
+    ++count;
+    if (!r.empty()) r += ',';
+    r += std::to_string(i);
+  }
+  return r;
+}
+
+void print_header(const config& c) {
+  char date[64];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+  utsname u{};
+  uname(&u);
+  int n_aff = 0;
+  const std::string cpus = affinity_cpus(n_aff);
+  const palitra::runner_options defaults;
+  std::printf("# palitra_bench: round trip (sync caller -> server thread -> result)\n\n");
+  std::printf("- date: %s\n", date);
+  std::printf("- machine: nproc %d (this process may run on CPUs %s; %ld online), kernel %s %s, "
+              "cpu \"%s\"\n",
+              n_aff, cpus.c_str(), sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release,
+              read_cpu_model().c_str());
+  std::printf("- load average at start: %s (other work on the machine skews every row)\n",
+              load_average().c_str());
+  std::printf("- build: g++ %s, asio %d.%d.%d, palitra frame allocator: %s, runner defaults: "
+              "caller_spin %lld ns, loop_spin %lld ns\n",
+              __VERSION__, ASIO_VERSION / 100000, ASIO_VERSION / 100 % 1000, ASIO_VERSION % 100,
+              palitra::detail::frame_allocator_name(),
+              static_cast<long long>(defaults.caller_spin.count()),
+              static_cast<long long>(defaults.loop_spin.count()));
+  std::printf("- parameters: rounds %d; latency %zu timed calls after %zu warm-up; throughput "
+              "%zu calls per thread count (split evenly over the threads); allocations %zu "
+              "calls per pass (1 and %d threads); sparse latency %zu calls\n\n",
+              c.rounds, c.calls, c.warmup, c.tput_calls, c.alloc_calls, alloc_threads,
+              c.sparse_calls);
+  std::fflush(stdout);
+}
+
+void print_tables(const table& t, int rounds) {
+  std::printf("\n## Results: median of %d interleaved round(s)\n\n", rounds);
+  std::printf("| system | p50 µs | p99 µs | mean µs | calls/s @1 | @2 | @4 | @16 | @64 | "
+              "allocs/call 1t | 16t | wakeups/call 1t | 16t | loop iters/call 1t | 16t |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    auto m = [&](auto get) { return median(per_round(t, i, get)); };
+    std::printf("| %s | %s | %s | %s", systems[i].label,
+                fmt_us(m([](const sample& s) { return s.p50; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.p99; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.mean; })).c_str());
+    for (std::size_t k = 0; k < thread_counts.size(); ++k)
+      std::printf(" | %s", fmt_rate(m([k](const sample& s) { return s.tput[k]; })).c_str());
+    std::printf(" | %s | %s | %s | %s | %s | %s |\n",
+                fmt("%.2f", m([](const sample& s) { return s.allocs_1t; })).c_str(),
+                fmt("%.2f", m([](const sample& s) { return s.allocs_16t; })).c_str(),
+                fmt("%.3f", m([](const sample& s) { return s.wakeups_1t; })).c_str(),
+                fmt("%.3f", m([](const sample& s) { return s.wakeups_16t; })).c_str(),
+                fmt("%.2f", m([](const sample& s) { return s.iters_1t; })).c_str(),
+                fmt("%.2f", m([](const sample& s) { return s.iters_16t; })).c_str());
+  }
+
+  std::printf("\n## Sparse calls and CPU cost: median of %d round(s)\n\n", rounds);
+  std::printf("Sparse: one caller pauses %lld µs before each call, so the server is asleep "
+              "every time (the cost of waking it). CPU: process user+sys time over the "
+              "sparse run / throughput run ÷ calls (all threads, servers included; the sparse "
+              "figure includes the caller's nanosleep).\n\n",
+              static_cast<long long>(sparse_gap.count()));
+  std::printf("| system | sparse p50 µs | sparse p99 µs | wakeups/call sparse | CPU µs/call "
+              "sparse | CPU µs/call @1 | CPU µs/call @16 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    auto m = [&](auto get) { return median(per_round(t, i, get)); };
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
+                fmt_us(m([](const sample& s) { return s.sparse_p50; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.sparse_p99; })).c_str(),
+                fmt("%.3f", m([](const sample& s) { return s.wakeups_sparse; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.cpu_sparse; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.cpu_1t; })).c_str(),
+                fmt_us(m([](const sample& s) { return s.cpu_16t; })).c_str());
+  }
+
+  std::printf("\n## Ratios (within each round, median over rounds)\n\n");
+  std::printf("Latency ratios: p50 ÷ reference p50 (< 1: faster). Throughput ratios: calls/s "
+              "÷ asio calls/s (> 1: more calls). Floor throughput exists for 1 caller only.\n\n");
+  std::printf("| system | p50 ÷ asio | p99 ÷ asio | calls/s ÷ asio @1 | @2 | @4 | @16 | @64 | "
+              "p50 ÷ floor | floor calls/s ÷ calls/s @1 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    std::printf("| %s | %s | %s", systems[i].label,
+                fmt("%.2f", ratio_median(t, i, asio_index, [](const sample& a, const sample& b) {
+                      return a.p50 / b.p50;
+                    })).c_str(),
+                fmt("%.2f", ratio_median(t, i, asio_index, [](const sample& a, const sample& b) {
+                      return a.p99 / b.p99;
+                    })).c_str());
+    for (std::size_t k = 0; k < thread_counts.size(); ++k)
+      std::printf(" | %s", fmt("%.2f", ratio_median(t, i, asio_index,
+                                                    [k](const sample& a, const sample& b) {
+                                                      return a.tput[k] / b.tput[k];
+                                                    }))
+                               .c_str());
+    std::printf(" | %s | %s |\n",
+                fmt("%.2f", ratio_median(t, i, floor_index, [](const sample& a, const sample& b) {
+                      return a.p50 / b.p50;
+                    })).c_str(),
+                fmt("%.2f", ratio_median(t, i, floor_index, [](const sample& a, const sample& b) {
+                      return b.tput[0] / a.tput[0];
+                    })).c_str());
+  }
+
+  std::printf("\n## Spread over rounds (min..max)\n\n");
+  std::printf("| system | p50 µs | p99 µs | calls/s @1 | @4 | @16 | @64 |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    auto span = [&](auto get, auto f) {
+      const auto v = per_round(t, i, get);
+      if (std::isnan(min_of(v))) return std::string("—");
+      return f(min_of(v)) + ".." + f(max_of(v));
+    };
+    auto tp = [&](std::size_t k) {
+      return span([k](const sample& s) { return s.tput[k]; }, fmt_rate);
+    };
+    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
+                span([](const sample& s) { return s.p50; }, fmt_us).c_str(),
+                span([](const sample& s) { return s.p99; }, fmt_us).c_str(), tp(0).c_str(),
+                tp(2).c_str(), tp(3).c_str(), tp(4).c_str());
+  }
+  std::fflush(stdout);
+}
+
+bool write_csv(const std::string& path, const table& t) {
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) return false;
+  std::fprintf(f, "round,system,p50_us,p99_us,mean_us");
+  for (int n : thread_counts) std::fprintf(f, ",calls_per_s_%dt", n);
+  std::fprintf(f, ",allocs_per_call_1t,allocs_per_call_16t,wakeups_per_call_1t,"
+                  "wakeups_per_call_16t,loop_iters_per_call_1t,loop_iters_per_call_16t,"
+                  "sparse_p50_us,sparse_p99_us,wakeups_per_call_sparse,cpu_us_per_call_sparse,"
+                  "cpu_us_per_call_1t,cpu_us_per_call_16t\n");
+  auto row = [&](const std::string& round, const char* key, const sample& s) {
+    std::fprintf(f, "%s,%s,%s,%s,%s", round.c_str(), key, fmt_csv(s.p50).c_str(),
+                 fmt_csv(s.p99).c_str(), fmt_csv(s.mean).c_str());
+    for (double v : s.tput) std::fprintf(f, ",%s", fmt_csv(v).c_str());
+    std::fprintf(f, ",%s,%s,%s,%s,%s,%s", fmt_csv(s.allocs_1t).c_str(),
+                 fmt_csv(s.allocs_16t).c_str(), fmt_csv(s.wakeups_1t).c_str(),
+                 fmt_csv(s.wakeups_16t).c_str(), fmt_csv(s.iters_1t).c_str(),
+                 fmt_csv(s.iters_16t).c_str());
+    std::fprintf(f, ",%s,%s,%s,%s,%s,%s\n", fmt_csv(s.sparse_p50).c_str(),
+                 fmt_csv(s.sparse_p99).c_str(), fmt_csv(s.wakeups_sparse).c_str(),
+                 fmt_csv(s.cpu_sparse).c_str(), fmt_csv(s.cpu_1t).c_str(),
+                 fmt_csv(s.cpu_16t).c_str());
+  };
+  for (std::size_t i = 0; i < systems.size(); ++i)
+    for (std::size_t r = 0; r < t[i].size(); ++r) row(std::to_string(r + 1), systems[i].key, t[i][r]);
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    auto m = [&](auto get) { return median(per_round(t, i, get)); };
+    sample s;
+    s.p50 = m([](const sample& x) { return x.p50; });
+    s.p99 = m([](const sample& x) { return x.p99; });
+    s.mean = m([](const sample& x) { return x.mean; });
+    for (std::size_t k = 0; k < thread_counts.size(); ++k)
+      s.tput[k] = m([k](const sample& x) { return x.tput[k]; });
+    s.allocs_1t = m([](const sample& x) { return x.allocs_1t; });
+    s.allocs_16t = m([](const sample& x) { return x.allocs_16t; });
+    s.wakeups_1t = m([](const sample& x) { return x.wakeups_1t; });
+    s.wakeups_16t = m([](const sample& x) { return x.wakeups_16t; });
+    s.iters_1t = m([](const sample& x) { return x.iters_1t; });
+    s.iters_16t = m([](const sample& x) { return x.iters_16t; });
+    s.sparse_p50 = m([](const sample& x) { return x.sparse_p50; });
+    s.sparse_p99 = m([](const sample& x) { return x.sparse_p99; });
+    s.wakeups_sparse = m([](const sample& x) { return x.wakeups_sparse; });
+    s.cpu_sparse = m([](const sample& x) { return x.cpu_sparse; });
+    s.cpu_1t = m([](const sample& x) { return x.cpu_1t; });
+    s.cpu_16t = m([](const sample& x) { return x.cpu_16t; });
+    row("median", systems[i].key, s);
+  }
+  return std::fclose(f) == 0;
+}
+
+[[noreturn]] void usage(int code) {
+  std::fprintf(code == 0 ? stdout : stderr,
+               "usage: palitra_bench [--rounds N] [--calls N] [--tput-calls N] "
+               "[--alloc-calls N] [--sparse-calls N] [--quick] [--csv PATH]\n"
+               "  --rounds N       interleaved rounds (default 5)\n"
+               "  --calls N        timed latency calls per system and round (default 20000;\n"
+               "                   warm-up is N/10)\n"
+               "  --tput-calls N   calls per thread count, split over the threads (default 40000)\n"
+               "  --alloc-calls N  calls per allocation-counting pass (default 4000)\n"
+               "  --sparse-calls N timed calls with a 300 us pause before each (default 2000)\n"
+               "  --quick          smoke run: 2 rounds, 2000 calls, 4000 throughput calls,\n"
+               "                   1600 allocation calls, 200 sparse calls\n"
+               "  --csv PATH       also write per-round and median rows as CSV\n");
+  std::exit(code);
+}
+
+std::size_t parse_count(const char* opt, const char* v) {
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (end == v || *end != '\0' || n == 0) {
+    std::fprintf(stderr, "palitra_bench: %s needs a positive integer, got '%s'\n", opt, v);
+    usage(1);
+  }
+  return static_cast<std::size_t>(n);
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+  config c;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "palitra_bench: %s needs a value\n", a.c_str());
+        usage(1);
+      }
+      return argv[++i];
+    };
+    if (a == "--rounds") c.rounds = static_cast<int>(parse_count("--rounds", value()));
+    else if (a == "--calls") c.calls = parse_count("--calls", value());
+    else if (a == "--tput-calls") c.tput_calls = parse_count("--tput-calls", value());
+    else if (a == "--alloc-calls") c.alloc_calls = parse_count("--alloc-calls", value());
+    else if (a == "--sparse-calls") c.sparse_calls = parse_count("--sparse-calls", value());
+    else if (a == "--csv") c.csv = value();
+    else if (a == "--quick") {
+      c.rounds = 2;
+      c.calls = 2000;
+      c.tput_calls = 4000;
+      c.alloc_calls = 1600;
+      c.sparse_calls = 200;
+    } else if (a == "--help" || a == "-h") usage(0);
+    else {
+      std::fprintf(stderr, "palitra_bench: unknown option '%s'\n", a.c_str());
+      usage(1);
+    }
+  }
+  c.warmup = std::max<std::size_t>(100, c.calls / 10);
+
+  print_header(c);
+  table t(systems.size());
+  std::vector<std::int64_t> ns;
+  ns.reserve(c.calls);
+  const auto t_start = clock_type::now();
+  for (int r = 0; r < c.rounds; ++r) {
+    for (std::size_t j = 0; j < systems.size(); ++j) {
+      // Rotate the starting system so none always runs first or last.
+      const std::size_t i = (j + static_cast<std::size_t>(r)) % systems.size();
+      const auto t0 = clock_type::now();
+      t[i].push_back(systems[i].run(c, systems[i].multi_caller, systems[i].key, ns));
+      const sample& s = t[i].back();
+      std::fprintf(stderr, "round %d/%d %-12s p50 %6s µs  @1 %7s/s  @16 %7s/s  (%.1f s)\n",
+                   r + 1, c.rounds, systems[i].key, fmt_us(s.p50).c_str(),
+                   fmt_rate(s.tput[0]).c_str(), fmt_rate(s.tput[wake_tput_index]).c_str(),
+                   std::chrono::duration<double>(clock_type::now() - t0).count());
+    }
+  }
+  print_tables(t, c.rounds);
+  std::printf("\n(total %.1f s; load average at the end: %s)\n",
+              std::chrono::duration<double>(clock_type::now() - t_start).count(),
+              load_average().c_str());
+  if (!c.csv.empty()) {
+    if (!write_csv(c.csv, t)) {
+      std::fprintf(stderr, "palitra_bench: cannot write %s\n", c.csv.c_str());
+      return 1;
+    }
+    std::printf("CSV: %s\n", c.csv.c_str());
+  }
+  return 0;
+}
