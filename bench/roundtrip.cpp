@@ -18,7 +18,7 @@
 //   latency      one caller, back-to-back calls (the loop is otherwise idle):
 //                warm-up, then --calls calls each timed with steady_clock
 //                (≈ 25 ns per clock read, included); p50, p99, mean.
-//   throughput   N = 1, 2, 4, 16, 64 caller threads; --tput-calls calls per N,
+//   throughput   N = 1, 2, 4, 8, 16, 32, 64 caller threads; --tput-calls calls per N,
 //                split evenly (each thread does tput_calls / N); the clock runs
 //                from releasing a start latch until every thread is joined.
 //   sparse       one caller pauses 300 µs before each of --sparse-calls timed
@@ -88,9 +88,9 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
-constexpr std::array<int, 5> thread_counts{1, 2, 4, 16, 64};
+constexpr std::array<int, 7> thread_counts{1, 2, 4, 8, 16, 32, 64};
 constexpr int alloc_threads = 16;   // the "under load" allocation pass
-constexpr std::size_t wake_tput_index = 3; // thread_counts[3] == 16
+constexpr std::size_t wake_tput_index = 4; // thread_counts[4] == 16
 
 // ---------------------------------------------------------------------------
 // The four systems. Each: constructed per round, int call() from any thread
@@ -245,7 +245,7 @@ struct config {
 /// One system in one round. NaN = not measured.
 struct sample {
   double p50 = nan_v, p99 = nan_v, mean = nan_v; // µs
-  std::array<double, thread_counts.size()> tput{nan_v, nan_v, nan_v, nan_v, nan_v}; // calls/s
+  std::array<double, thread_counts.size()> tput{nan_v, nan_v, nan_v, nan_v, nan_v, nan_v, nan_v}; // calls/s
   double allocs_1t = nan_v, allocs_16t = nan_v;
   double wakeups_1t = nan_v, wakeups_16t = nan_v; // palitra: wake-fd writes per call
   double iters_1t = nan_v, iters_16t = nan_v;     // palitra: loop passes per call
@@ -585,9 +585,9 @@ void print_header(const config& c) {
 
 void print_tables(const table& t, int rounds) {
   std::printf("\n## Results: median of %d interleaved round(s)\n\n", rounds);
-  std::printf("| system | p50 µs | p99 µs | mean µs | calls/s @1 | @2 | @4 | @16 | @64 | "
+  std::printf("| system | p50 µs | p99 µs | mean µs | calls/s @1 | @2 | @4 | @8 | @16 | @32 | @64 | "
               "allocs/call 1t | 16t | wakeups/call 1t | 16t | loop iters/call 1t | 16t |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
     auto m = [&](auto get) { return median(per_round(t, i, get)); };
     std::printf("| %s | %s | %s | %s", systems[i].label,
@@ -628,9 +628,9 @@ void print_tables(const table& t, int rounds) {
   std::printf("\n## Ratios (within each round, median over rounds)\n\n");
   std::printf("Latency ratios: p50 ÷ reference p50 (< 1: faster). Throughput ratios: calls/s "
               "÷ asio calls/s (> 1: more calls). Floor throughput exists for 1 caller only.\n\n");
-  std::printf("| system | p50 ÷ asio | p99 ÷ asio | calls/s ÷ asio @1 | @2 | @4 | @16 | @64 | "
+  std::printf("| system | p50 ÷ asio | p99 ÷ asio | calls/s ÷ asio @1 | @2 | @4 | @8 | @16 | @32 | @64 | "
               "p50 ÷ floor | floor calls/s ÷ calls/s @1 |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
     std::printf("| %s | %s | %s", systems[i].label,
                 fmt("%.2f", ratio_median(t, i, asio_index, [](const sample& a, const sample& b) {
@@ -669,7 +669,7 @@ void print_tables(const table& t, int rounds) {
     std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
                 span([](const sample& s) { return s.p50; }, fmt_us).c_str(),
                 span([](const sample& s) { return s.p99; }, fmt_us).c_str(), tp(0).c_str(),
-                tp(2).c_str(), tp(3).c_str(), tp(4).c_str());
+                tp(2).c_str(), tp(4).c_str(), tp(6).c_str());
   }
   std::fflush(stdout);
 }
