@@ -37,7 +37,7 @@
 // tables show the median over rounds, ratios are taken within a round and
 // then the median is shown. The VM this was written on time-slices its two
 // vCPUs like one core, so single rounds swing; see bench/README.md.
-// Scaling: the work is rounds × systems × (1.1 × calls + 5 × tput_calls + 2 ×
+// Scaling: the work is rounds × systems × (1.1 × calls + 7 × tput_calls + 2 ×
 // alloc_calls + sparse_calls) round trips (3-5 µs each on one vCPU, asio
 // ~13 µs, ~50 µs in a round where the scheduler splits caller and server over
 // the two vCPUs) plus sparse_calls × 300 µs of pauses: the defaults (5 rounds)
