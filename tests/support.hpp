@@ -120,4 +120,31 @@ struct probe {
   std::atomic<int>* alive;
 };
 
+/// Sleeps 10 s (never reached: every test cancels it); logs the cancellation.
+inline palitra::task<int> sleeper(marker m) {
+  try {
+    co_await palitra::sleep_for(std::chrono::seconds(10));
+  } catch (const palitra::cancelled_error&) {
+    m.note("cancelled");
+    throw;
+  }
+  co_return -1;
+}
+
+inline palitra::task<void> void_sleeper(marker m) {
+  try {
+    co_await palitra::sleep_for(std::chrono::seconds(10));
+  } catch (const palitra::cancelled_error&) {
+    m.note("cancelled");
+    throw;
+  }
+}
+
+/// Sleeps 10 s holding a probe, so the test can see when its frame is gone.
+inline palitra::task<int> counted_sleeper(probe p) {
+  (void)p;
+  co_await palitra::sleep_for(std::chrono::seconds(10));
+  co_return -1;
+}
+
 } // namespace palitra_test

@@ -35,6 +35,9 @@ using palitra_test::custom_error;
 using palitra_test::event_log;
 using palitra_test::marker;
 using palitra_test::probe;
+using palitra_test::sleeper;
+using palitra_test::void_sleeper;
+using palitra_test::counted_sleeper;
 
 /// Collects what on_unhandled_error receives (on the loop thread).
 struct error_sink {
@@ -74,32 +77,6 @@ palitra::task<void> nothing() { co_return; }
 palitra::task<int> fail_with(int c) {
   co_await palitra::yield();
   throw custom_error(c);
-}
-
-/// Sleeps 10 s (never reached); logs its cancellation.
-palitra::task<int> sleeper(marker m) {
-  try {
-    co_await palitra::sleep_for(10s);
-  } catch (const palitra::cancelled_error&) {
-    m.note("cancelled");
-    throw;
-  }
-  co_return -1;
-}
-
-palitra::task<void> void_sleeper(marker m) {
-  try {
-    co_await palitra::sleep_for(10s);
-  } catch (const palitra::cancelled_error&) {
-    m.note("cancelled");
-    throw;
-  }
-}
-
-palitra::task<int> counted_sleeper(probe p) {
-  (void)p;
-  co_await palitra::sleep_for(10s);
-  co_return -1;
 }
 
 palitra::task<void> counted_void_sleeper(probe p) {

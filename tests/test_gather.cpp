@@ -32,6 +32,9 @@ using palitra_test::custom_error;
 using palitra_test::event_log;
 using palitra_test::marker;
 using palitra_test::probe;
+using palitra_test::sleeper;
+using palitra_test::void_sleeper;
+using palitra_test::counted_sleeper;
 
 /// Position of `e` in `log`, or -1.
 std::ptrdiff_t pos(const event_log& log, const std::string& e) {
@@ -81,32 +84,6 @@ palitra::task<int> yielder(marker m, int n, int v) {
   }
   m.note("done");
   co_return v;
-}
-
-/// Sleeps 10 s (never reached: every test cancels it); logs the cancellation.
-palitra::task<int> sleeper(marker m) {
-  try {
-    co_await palitra::sleep_for(10s);
-  } catch (const palitra::cancelled_error&) {
-    m.note("cancelled");
-    throw;
-  }
-  co_return -1;
-}
-
-palitra::task<void> void_sleeper(marker m) {
-  try {
-    co_await palitra::sleep_for(10s);
-  } catch (const palitra::cancelled_error&) {
-    m.note("cancelled");
-    throw;
-  }
-}
-
-palitra::task<int> counted_sleeper(probe p) {
-  (void)p;
-  co_await palitra::sleep_for(10s);
-  co_return -1;
 }
 
 /// Catches its cancellation and returns a value anyway.
