@@ -4,10 +4,12 @@
 
 #include <chrono>
 #include <concepts>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -15,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include <palitra/detail/frame_allocator.hpp>
 #include <palitra/detail/root_op.hpp>
 #include <palitra/detail/runner_core.hpp>
 #include <palitra/error.hpp>
@@ -146,7 +149,24 @@ template <class T> T take_root(root_op& op, task<T>&& t, const char* what) {
 
 void report_unhandled(loop& l, std::exception_ptr e) noexcept;
 
-template <class F> struct post_node final : queue_node {
+/// Class-level allocation through the frame allocator (frame_allocator.hpp):
+/// submit/spawn/post roots then cost no call to the host's global operator
+/// new, like the coroutine frames they own. frame_alloc throws
+/// std::bad_alloc, as a global `new` would. Over-aligned objects (a post()ed
+/// callable with alignas > the default new alignment) keep the global
+/// aligned operator new, since frame_alloc guarantees only that alignment.
+struct frame_allocated {
+  static void* operator new(std::size_t size) { return frame_alloc(size); }
+  static void operator delete(void* p, std::size_t size) noexcept { frame_free(p, size); }
+  static void* operator new(std::size_t size, std::align_val_t al) {
+    return ::operator new(size, al);
+  }
+  static void operator delete(void* p, std::size_t size, std::align_val_t al) noexcept {
+    ::operator delete(p, size, al);
+  }
+};
+
+template <class F> struct post_node final : queue_node, frame_allocated {
   template <class G> explicit post_node(G&& g) : fn(std::forward<G>(g)) { dispatch = &run; }
   static void run(queue_node* self, loop& l) noexcept {
     auto* n = static_cast<post_node*>(self);
@@ -160,7 +180,7 @@ template <class F> struct post_node final : queue_node {
   F fn;
 };
 
-template <class T> struct heap_root final : root_op {
+template <class T> struct heap_root final : root_op, frame_allocated {
   heap_root(task<T>&& t, root_mode m)
       : root_op(task_access::handle(t), task_access::handle(t).promise(), m),
         owned(std::move(t)) {
