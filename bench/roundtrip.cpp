@@ -228,6 +228,134 @@ private:
   std::thread thread_;
 };
 
+/// The yield-then-sleep bridge (research/peer-benchmarks.md,
+/// floors/mpsc_yieldpark): what a careful hand-rolled bridge without
+/// coroutines looks like. The request lives on the caller's stack and is
+/// pushed onto a Treiber stack; the caller writes the server's futex only when
+/// the server announced its sleep; both sides then sched_yield for up to
+/// bridge_spin before they sleep on a futex. The reference palitra must beat
+/// under load (issue #4: 1.25x at 16 and 64 callers).
+class bridge_system {
+public:
+  bridge_system() : thread_([this] { serve(); }) {}
+  ~bridge_system() {
+    // seq_cst: the store half of a Dekker pair with serve()'s sleep check.
+    stop_.store(true, std::memory_order_seq_cst);
+    wake_server();
+    thread_.join();
+  }
+  int call() noexcept {
+    request r;
+    request* h = head_.load(std::memory_order_relaxed);
+    do {
+      r.next = h;
+      // seq_cst: publishes r to serve()'s acquire exchange, and is the store
+      // half of the Dekker pair with the server's sleep announcement.
+    } while (!head_.compare_exchange_weak(h, &r, std::memory_order_seq_cst,
+                                          std::memory_order_relaxed));
+    wake_server();
+    const auto until = clock_type::now() + bridge_spin;
+    // acquire: pairs with the server's release exchange; publishes result.
+    while (r.state.load(std::memory_order_acquire) != done) {
+      if (clock_type::now() < until) {
+        sched_yield();
+        continue;
+      }
+      std::uint32_t e = pending;
+      r.state.compare_exchange_strong(e, waiting, std::memory_order_relaxed);
+      while (r.state.load(std::memory_order_acquire) != done) futex(r.state, FUTEX_WAIT_PRIVATE, waiting);
+    }
+    return r.result;
+  }
+
+private:
+  static constexpr std::uint32_t pending = 0, done = 1, waiting = 2;
+  static constexpr auto bridge_spin = std::chrono::microseconds(20);
+  struct request {
+    request* next = nullptr;
+    int result = 0;
+    std::atomic<std::uint32_t> state{pending};
+  };
+  void wake_server() noexcept {
+    // seq_cst load/exchange: the load half of the Dekker pairs (see serve()).
+    if (sleeping_.load(std::memory_order_seq_cst) == 1 &&
+        sleeping_.exchange(0, std::memory_order_seq_cst) == 1)
+      futex(sleeping_, FUTEX_WAKE_PRIVATE, 1);
+  }
+  bool idle() const noexcept {
+    return head_.load(std::memory_order_relaxed) == nullptr &&
+           !stop_.load(std::memory_order_relaxed);
+  }
+  void serve() noexcept {
+    for (;;) {
+      // acquire: pairs with call()'s seq_cst push.
+      request* h = head_.exchange(nullptr, std::memory_order_acquire);
+      request* fifo = nullptr;
+      while (h != nullptr) {
+        request* n = h->next;
+        h->next = fifo;
+        fifo = h;
+        h = n;
+      }
+      if (fifo != nullptr) {
+        while (fifo != nullptr) {
+          request* n = fifo->next; // read first: the caller may return at once
+          fifo->result = plain_job();
+          std::atomic<std::uint32_t>& st = fifo->state;
+          // release: publishes result to call()'s acquire load.
+          if (st.exchange(done, std::memory_order_release) == waiting)
+            futex(st, FUTEX_WAKE_PRIVATE, 1); // address only: r may be gone
+          fifo = n;
+        }
+        continue;
+      }
+      if (stop_.load(std::memory_order_seq_cst)) return;
+      const auto until = clock_type::now() + bridge_spin;
+      while (idle() && clock_type::now() < until) sched_yield();
+      if (!idle()) continue;
+      // Announce the sleep, then re-check (seq_cst: Dekker pairs with the
+      // push / stop_ store followed by wake_server()'s load).
+      sleeping_.store(1, std::memory_order_seq_cst);
+      if (head_.load(std::memory_order_seq_cst) != nullptr ||
+          stop_.load(std::memory_order_seq_cst)) {
+        sleeping_.store(0, std::memory_order_relaxed);
+        continue;
+      }
+      while (sleeping_.load(std::memory_order_acquire) == 1) futex(sleeping_, FUTEX_WAIT_PRIVATE, 1);
+    }
+  }
+  alignas(64) std::atomic<request*> head_{nullptr};
+  alignas(64) std::atomic<std::uint32_t> sleeping_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+/// The context-switch bound: call() is one sched_yield while one server
+/// thread does nothing but sched_yield. Every design in which a blocked caller
+/// gives its CPU away pays at least one voluntary context switch per call
+/// when callers and server share a CPU (`taskset -c 0`), so this row's calls/s
+/// is an upper bound for palitra, the bridge and every peer on one CPU, and
+/// its p50 (switch to the server and back) the bound for one caller. No job
+/// runs and nothing is handed over: it is a bound, not a bridge.
+class switch_bound_system {
+public:
+  switch_bound_system() : thread_([this] {
+    while (!stop_.load(std::memory_order_relaxed)) sched_yield(); // relaxed: a flag, no data
+  }) {}
+  ~switch_bound_system() {
+    stop_.store(true, std::memory_order_relaxed);
+    thread_.join();
+  }
+  int call() noexcept {
+    sched_yield();
+    return 1;
+  }
+
+private:
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
@@ -240,6 +368,8 @@ struct config {
   std::size_t alloc_calls = 4000;  // per allocation pass
   std::size_t sparse_calls = 2000; // timed calls with a pause before each
   std::string csv;
+  std::string only; // --systems: comma-separated keys; empty = all
+  bool child = false; // --child: the ablation binary measuring one round for its parent
 };
 
 /// One system in one round. NaN = not measured.
@@ -444,13 +574,83 @@ struct system_desc {
   sample (*run)(const config&, bool, const char*, std::vector<std::int64_t>&);
 };
 
-const std::array<system_desc, 4> systems{{
+#if defined(PALITRA_BENCH_MCQUEUE_EXE)
+sample measure_child(const config& c, bool, const char*, std::vector<std::int64_t>&);
+#endif
+
+const std::vector<system_desc> systems{{
     {"palitra", "palitra `runner::run`", true, &measure<palitra_system>},
+#if defined(PALITRA_BENCH_MCQUEUE_EXE)
+    {"palitra_mcqueue", "palitra, moodycamel submission queue (ablation)", true, &measure_child},
+#endif
+    {"bridge", "yield-then-sleep bridge (MPSC + futex)", true, &measure<bridge_system>},
     {"asio", "asio `co_spawn`+`use_future`", true, &measure<asio_system>},
     {"mutex_cv", "mutex+condvar queue, promise", true, &measure<mutex_cv_system>},
     {"futex_floor", "futex ping-pong (floor)", false, &measure<futex_floor_system>},
+    {"switch_bound", "sched_yield ring (switch bound)", true, &measure<switch_bound_system>},
 }};
-constexpr std::size_t asio_index = 1, floor_index = 3; // positions in `systems`
+
+std::size_t index_of(const char* key) {
+  for (std::size_t i = 0; i < systems.size(); ++i)
+    if (std::strcmp(systems[i].key, key) == 0) return i;
+  std::fprintf(stderr, "palitra_bench: no system '%s'\n", key);
+  std::exit(2);
+}
+const std::size_t asio_index = index_of("asio"), floor_index = index_of("futex_floor"),
+                  bridge_index = index_of("bridge"), bound_index = index_of("switch_bound");
+
+/// Every numeric field of a sample, in CSV column order (after round,system).
+std::vector<double*> fields(sample& s) {
+  std::vector<double*> f{&s.p50, &s.p99, &s.mean};
+  for (double& v : s.tput) f.push_back(&v);
+  for (double* p : {&s.allocs_1t, &s.allocs_16t, &s.wakeups_1t, &s.wakeups_16t, &s.iters_1t,
+                    &s.iters_16t, &s.sparse_p50, &s.sparse_p99, &s.wakeups_sparse, &s.cpu_sparse,
+                    &s.cpu_1t, &s.cpu_16t})
+    f.push_back(p);
+  return f;
+}
+
+#if defined(PALITRA_BENCH_MCQUEUE_EXE)
+/// One round of the moodycamel ablation: the same palitra sources built with
+/// PALITRA_SUBMISSION_QUEUE_MOODYCAMEL cannot share this process (same
+/// symbols), so the sibling binary measures the round with this harness and
+/// the same parameters and prints one CSV line (--child). It inherits this
+/// process's CPU affinity, so `taskset -c 0` covers it too.
+sample measure_child(const config& c, bool, const char* name, std::vector<std::int64_t>&) {
+  const std::string cmd = std::string(PALITRA_BENCH_MCQUEUE_EXE) + " --child --calls " +
+                          std::to_string(c.calls) + " --tput-calls " + std::to_string(c.tput_calls) +
+                          " --alloc-calls " + std::to_string(c.alloc_calls) + " --sparse-calls " +
+                          std::to_string(c.sparse_calls);
+  std::fflush(nullptr);
+  std::FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) {
+    std::fprintf(stderr, "palitra_bench: %s: cannot run %s\n", name, cmd.c_str());
+    std::exit(2);
+  }
+  sample out;
+  bool got = false;
+  char line[4096];
+  while (std::fgets(line, sizeof line, p) != nullptr) {
+    if (std::strncmp(line, "SAMPLE,", 7) != 0) continue;
+    const std::vector<double*> f = fields(out);
+    const char* q = line + 7;
+    for (double* v : f) {
+      char* end = nullptr;
+      const double x = std::strtod(q, &end);
+      *v = end == q ? nan_v : x; // an empty cell is "not measured"
+      q = std::strchr(end, ',');
+      if (q == nullptr) break;
+      ++q;
+    }
+    got = true;
+  }
+  if (pclose(p) != 0 || !got) {
+    std::fprintf(stderr, "palitra_bench: %s: %s failed\n", name, cmd.c_str());
+    std::exit(2);
+  }
+  return out;
+}
+#endif
 
 // ---------------------------------------------------------------------------
 // Reporting
@@ -513,6 +713,7 @@ template <class F> std::vector<double> per_round(const table& t, std::size_t sys
 template <class F>
 double ratio_median(const table& t, std::size_t sys, std::size_t ref, F f) {
   std::vector<double> v;
+  if (t[sys].size() != t[ref].size()) return nan_v; // the reference did not run
   for (std::size_t r = 0; r < t[sys].size(); ++r) v.push_back(f(t[sys][r], t[ref][r]));
   return median(std::move(v));
 }
@@ -589,6 +790,7 @@ void print_tables(const table& t, int rounds) {
               "allocs/call 1t | 16t | wakeups/call 1t | 16t | loop iters/call 1t | 16t |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
+    if (t[i].empty()) continue; // not selected
     auto m = [&](auto get) { return median(per_round(t, i, get)); };
     std::printf("| %s | %s | %s | %s", systems[i].label,
                 fmt_us(m([](const sample& s) { return s.p50; })).c_str(),
@@ -615,6 +817,7 @@ void print_tables(const table& t, int rounds) {
               "sparse | CPU µs/call @1 | CPU µs/call @16 |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
+    if (t[i].empty()) continue;
     auto m = [&](auto get) { return median(per_round(t, i, get)); };
     std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
                 fmt_us(m([](const sample& s) { return s.sparse_p50; })).c_str(),
@@ -632,6 +835,7 @@ void print_tables(const table& t, int rounds) {
               "p50 ÷ floor | floor calls/s ÷ calls/s @1 |\n");
   std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
+    if (t[i].empty()) continue;
     std::printf("| %s | %s | %s", systems[i].label,
                 fmt("%.2f", ratio_median(t, i, asio_index, [](const sample& a, const sample& b) {
                       return a.p50 / b.p50;
@@ -654,10 +858,30 @@ void print_tables(const table& t, int rounds) {
                     })).c_str());
   }
 
+  std::printf("\n## Throughput against the bridge and the switch bound (within each round, "
+              "median over rounds)\n\n");
+  std::printf("calls/s ÷ the yield-then-sleep bridge's calls/s, and ÷ the sched_yield ring's "
+              "(the one-CPU bound: one voluntary context switch per call, no work).\n\n");
+  std::printf("| system | ÷ bridge @1 | @4 | @16 | @64 | ÷ switch bound @1 | @4 | @16 | @64 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    if (t[i].empty() || !systems[i].multi_caller) continue;
+    std::printf("| %s", systems[i].label);
+    for (std::size_t ref : {bridge_index, bound_index})
+      for (std::size_t k : {std::size_t{0}, std::size_t{2}, std::size_t{4}, std::size_t{6}})
+        std::printf(" | %s", fmt("%.2f", ratio_median(t, i, ref,
+                                                      [k](const sample& a, const sample& b) {
+                                                        return a.tput[k] / b.tput[k];
+                                                      }))
+                                 .c_str());
+    std::printf(" |\n");
+  }
+
   std::printf("\n## Spread over rounds (min..max)\n\n");
   std::printf("| system | p50 µs | p99 µs | calls/s @1 | @4 | @16 | @64 |\n");
   std::printf("|---|---|---|---|---|---|---|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
+    if (t[i].empty()) continue;
     auto span = [&](auto get, auto f) {
       const auto v = per_round(t, i, get);
       if (std::isnan(min_of(v))) return std::string("—");
@@ -683,41 +907,22 @@ bool write_csv(const std::string& path, const table& t) {
                   "wakeups_per_call_16t,loop_iters_per_call_1t,loop_iters_per_call_16t,"
                   "sparse_p50_us,sparse_p99_us,wakeups_per_call_sparse,cpu_us_per_call_sparse,"
                   "cpu_us_per_call_1t,cpu_us_per_call_16t\n");
-  auto row = [&](const std::string& round, const char* key, const sample& s) {
-    std::fprintf(f, "%s,%s,%s,%s,%s", round.c_str(), key, fmt_csv(s.p50).c_str(),
-                 fmt_csv(s.p99).c_str(), fmt_csv(s.mean).c_str());
-    for (double v : s.tput) std::fprintf(f, ",%s", fmt_csv(v).c_str());
-    std::fprintf(f, ",%s,%s,%s,%s,%s,%s", fmt_csv(s.allocs_1t).c_str(),
-                 fmt_csv(s.allocs_16t).c_str(), fmt_csv(s.wakeups_1t).c_str(),
-                 fmt_csv(s.wakeups_16t).c_str(), fmt_csv(s.iters_1t).c_str(),
-                 fmt_csv(s.iters_16t).c_str());
-    std::fprintf(f, ",%s,%s,%s,%s,%s,%s\n", fmt_csv(s.sparse_p50).c_str(),
-                 fmt_csv(s.sparse_p99).c_str(), fmt_csv(s.wakeups_sparse).c_str(),
-                 fmt_csv(s.cpu_sparse).c_str(), fmt_csv(s.cpu_1t).c_str(),
-                 fmt_csv(s.cpu_16t).c_str());
+  auto row = [&](const std::string& round, const char* key, sample s) {
+    std::fprintf(f, "%s,%s", round.c_str(), key);
+    for (double* v : fields(s)) std::fprintf(f, ",%s", fmt_csv(*v).c_str());
+    std::fprintf(f, "\n");
   };
   for (std::size_t i = 0; i < systems.size(); ++i)
     for (std::size_t r = 0; r < t[i].size(); ++r) row(std::to_string(r + 1), systems[i].key, t[i][r]);
   for (std::size_t i = 0; i < systems.size(); ++i) {
-    auto m = [&](auto get) { return median(per_round(t, i, get)); };
+    if (t[i].empty()) continue;
     sample s;
-    s.p50 = m([](const sample& x) { return x.p50; });
-    s.p99 = m([](const sample& x) { return x.p99; });
-    s.mean = m([](const sample& x) { return x.mean; });
-    for (std::size_t k = 0; k < thread_counts.size(); ++k)
-      s.tput[k] = m([k](const sample& x) { return x.tput[k]; });
-    s.allocs_1t = m([](const sample& x) { return x.allocs_1t; });
-    s.allocs_16t = m([](const sample& x) { return x.allocs_16t; });
-    s.wakeups_1t = m([](const sample& x) { return x.wakeups_1t; });
-    s.wakeups_16t = m([](const sample& x) { return x.wakeups_16t; });
-    s.iters_1t = m([](const sample& x) { return x.iters_1t; });
-    s.iters_16t = m([](const sample& x) { return x.iters_16t; });
-    s.sparse_p50 = m([](const sample& x) { return x.sparse_p50; });
-    s.sparse_p99 = m([](const sample& x) { return x.sparse_p99; });
-    s.wakeups_sparse = m([](const sample& x) { return x.wakeups_sparse; });
-    s.cpu_sparse = m([](const sample& x) { return x.cpu_sparse; });
-    s.cpu_1t = m([](const sample& x) { return x.cpu_1t; });
-    s.cpu_16t = m([](const sample& x) { return x.cpu_16t; });
+    const std::vector<double*> out = fields(s);
+    for (std::size_t k = 0; k < out.size(); ++k) {
+      std::vector<double> v;
+      for (sample x : t[i]) v.push_back(*fields(x)[k]);
+      *out[k] = median(std::move(v));
+    }
     row("median", systems[i].key, s);
   }
   return std::fclose(f) == 0;
@@ -735,7 +940,10 @@ bool write_csv(const std::string& path, const table& t) {
                "  --sparse-calls N timed calls with a 300 us pause before each (default 2000)\n"
                "  --quick          smoke run: 2 rounds, 2000 calls, 4000 throughput calls,\n"
                "                   1600 allocation calls, 200 sparse calls\n"
-               "  --csv PATH       also write per-round and median rows as CSV\n");
+               "  --csv PATH       also write per-round and median rows as CSV\n"
+               "  --systems LIST   only these systems, comma-separated keys (palitra,\n"
+               "                   palitra_mcqueue, bridge, asio, mutex_cv, futex_floor,\n"
+               "                   switch_bound); default all\n");
   std::exit(code);
 }
 
@@ -768,6 +976,8 @@ int main(int argc, char** argv) {
     else if (a == "--alloc-calls") c.alloc_calls = parse_count("--alloc-calls", value());
     else if (a == "--sparse-calls") c.sparse_calls = parse_count("--sparse-calls", value());
     else if (a == "--csv") c.csv = value();
+    else if (a == "--systems") c.only = value();
+    else if (a == "--child") c.child = true;
     else if (a == "--quick") {
       c.rounds = 2;
       c.calls = 2000;
@@ -781,16 +991,36 @@ int main(int argc, char** argv) {
     }
   }
   c.warmup = std::max<std::size_t>(100, c.calls / 10);
+  std::vector<std::int64_t> ns;
+  ns.reserve(c.calls);
+
+  if (c.child) {
+    // The ablation binary, run by the parent once per round (measure_child):
+    // one sample of its palitra build, as one CSV line on stdout.
+    sample s = measure<palitra_system>(c, true, "palitra_mcqueue", ns);
+    std::printf("SAMPLE");
+    for (double* v : fields(s)) std::printf(",%s", fmt_csv(*v).c_str());
+    std::printf("\n");
+    return 0;
+  }
+
+  std::vector<std::size_t> selected;
+  for (std::size_t i = 0; i < systems.size(); ++i) {
+    const std::string key = std::string(",") + systems[i].key + ",";
+    if (c.only.empty() || ("," + c.only + ",").find(key) != std::string::npos) selected.push_back(i);
+  }
+  if (selected.empty()) {
+    std::fprintf(stderr, "palitra_bench: --systems '%s' selects nothing\n", c.only.c_str());
+    usage(1);
+  }
 
   print_header(c);
   table t(systems.size());
-  std::vector<std::int64_t> ns;
-  ns.reserve(c.calls);
   const auto t_start = clock_type::now();
   for (int r = 0; r < c.rounds; ++r) {
-    for (std::size_t j = 0; j < systems.size(); ++j) {
+    for (std::size_t j = 0; j < selected.size(); ++j) {
       // Rotate the starting system so none always runs first or last.
-      const std::size_t i = (j + static_cast<std::size_t>(r)) % systems.size();
+      const std::size_t i = selected[(j + static_cast<std::size_t>(r)) % selected.size()];
       const auto t0 = clock_type::now();
       t[i].push_back(systems[i].run(c, systems[i].multi_caller, systems[i].key, ns));
       const sample& s = t[i].back();

@@ -53,7 +53,13 @@
 
 namespace palitra::detail {
 
-template <class Sync> class basic_submission {
+/// The queue is a parameter only for the benchmark ablation (mc_queue.hpp):
+/// production and dsched use basic_mpsc_queue. Queue provides push(node)
+/// (Q1: a full fence between the push and the caller's next seq_cst load,
+/// for W2), empty_seq_cst() (W1's re-check, after a full fence), empty_hint()
+/// and take_all() (every node taken, chained through queue_node::next,
+/// oldest first per producer).
+template <class Sync, class Queue = basic_mpsc_queue<Sync>> class basic_submission {
 public:
   static constexpr std::uint64_t gate_running = 0;
   static constexpr std::uint64_t gate_stopping = 1;
@@ -165,7 +171,7 @@ private:
   }
 
   typename Sync::template atomic<std::uint64_t> gate_{gate_running};
-  basic_mpsc_queue<Sync> queue_;
+  Queue queue_;
   typename Sync::template atomic<std::uint32_t> armed_{0};
   typename Sync::template atomic<std::uint64_t> wakeups_{0};
 };
