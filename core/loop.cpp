@@ -58,8 +58,49 @@ std::coroutine_handle<> root_op::on_task_done() noexcept {
 // ---- construction ----------------------------------------------------------
 
 loop::loop(const runner_options& o)
-    : caller_spin_(o.caller_spin), loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
+    : caller_budget_(std::max<std::int64_t>(0, o.caller_spin.count())),
+      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), caller_spin_(o.caller_spin),
+      loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
       on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall) {}
+
+// ---- adaptive spin -----------------------------------------------------------
+//
+// Both waiting phases (a blocking caller's yield phase, the idle loop's) pay
+// off only when the other side answers within them; otherwise they burn CPU
+// and still end in a sleep. Each budget therefore adapts between 0 and its
+// runner_options ceiling, asymmetrically (glibc's adaptive mutex and TCP's
+// window use the same shape):
+//   hit  -- the wait ended within the ceiling (during the phase, or asleep
+//           but sooner than a full-ceiling phase would have lasted): the
+//           budget goes back to the ceiling at once, because one avoided
+//           sleep/wake pair is worth more than the yields it costs.
+//   miss -- the wait outlasted the ceiling: the budget halves; below
+//           min_budget it is 0 and the side sleeps at once.
+// Under load every wait hits, so the budgets stay at the ceiling and nothing
+// changes; with sparse calls or long calls the loop (resp. the caller) stops
+// yielding after a few misses (bench: sparse CPU per call). A waiter that
+// sleeps at once still measures its wait, so the first short wait restores
+// the ceiling. The budgets are heuristics: racing updates from several
+// callers may lose one another, which costs a step of adaptation, never
+// correctness (the slot and the sleep protocols do not read them).
+
+namespace {
+constexpr std::int64_t min_budget_ns = 1000; // below this a phase is not worth a yield
+
+std::int64_t adapt(std::int64_t budget, std::int64_t ceiling, bool hit) noexcept {
+  if (hit) return ceiling;
+  const std::int64_t half = budget / 2;
+  return half < min_budget_ns ? 0 : half;
+}
+} // namespace
+
+void loop::note_caller_wait(bool hit) noexcept {
+  // relaxed: a heuristic; the store happens only on a change, so a loaded
+  // runner whose calls all hit never writes this line.
+  const std::int64_t b = caller_budget_.load(std::memory_order_relaxed);
+  const std::int64_t n = adapt(b, caller_spin_.count(), hit);
+  if (n != b) caller_budget_.store(n, std::memory_order_relaxed);
+}
 
 runner_stats loop::stats() const noexcept {
   runner_stats s;
@@ -77,6 +118,8 @@ runner_stats loop::stats() const noexcept {
   s.start_latency_p99 = start_latency_.percentile(0.99);
   s.start_latency_max = start_latency_.max();
   s.stalls = stalls_.load(std::memory_order_relaxed);
+  s.caller_spin_budget = std::chrono::nanoseconds(caller_budget_.load(std::memory_order_relaxed));
+  s.loop_spin_budget = std::chrono::nanoseconds(loop_budget_.load(std::memory_order_relaxed));
   return s;
 }
 
@@ -349,19 +392,51 @@ void loop::idle() noexcept {
     const auto d = t->deadline - clock::now();
     return d.count() <= 0 ? 0 : std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
   };
-  // Hand-over phase: yield the CPU to callers for a bounded time; a new
-  // submission found here costs nobody a syscall.
-  if (loop_spin_.count() > 0) {
-    const auto until = clock::now() + loop_spin_;
-    do {
-      if (!sub_.queue_empty_hint() || (!stopping_ && !accepting())) return;
+  auto work_waiting = [this] {
+    return !sub_.queue_empty_hint() || (!stopping_ && !accepting());
+  };
+  // relaxed: the loop is this budget's only writer.
+  const std::int64_t budget = loop_budget_.load(std::memory_order_relaxed);
+  auto note = [&](bool hit) {
+    const std::int64_t n = adapt(budget, loop_spin_.count(), hit);
+    if (n != budget) loop_budget_.store(n, std::memory_order_relaxed); // see above
+  };
+  // Hand-over phase (adaptive spin, above): yield the CPU to callers for a
+  // bounded time; a submission found here costs nobody a syscall. The
+  // clock is read only after a yield that found nothing, so a round trip
+  // whose next submission is there when the first yield returns reads none.
+  clock::time_point idle_since{};
+  if (budget > 0) {
+    clock::time_point until{};
+    for (;;) {
+      if (work_waiting()) return note(true);
       if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
       sched_yield();
-    } while (clock::now() < until);
+      if (work_waiting()) return note(true);
+      const auto now = clock::now();
+      if (idle_since == clock::time_point{}) {
+        idle_since = now;
+        until = now + std::chrono::nanoseconds(budget);
+      } else if (now >= until) {
+        break;
+      }
+    }
   }
-  if (!sub_.arm_for_sleep(stopping_)) return; // W1
+  if (idle_since == clock::time_point{}) idle_since = clock::now();
+  if (!sub_.arm_for_sleep(stopping_)) return note(true); // W1
+#if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
+  // Benchmark ablation only (mc_queue.hpp I2): W1 rests on size_approx(),
+  // so never sleep longer than 1 ms on it.
+  constexpr std::int64_t max_sleep_ns = 1'000'000;
+  const std::int64_t d = next_deadline();
+  reactor_.wait(d < 0 || d > max_sleep_ns ? max_sleep_ns : d);
+#else
   reactor_.wait(next_deadline());
+#endif
   sub_.disarm(); // W3
+  // Woken by a submission (not a timer, a close or a spurious wake): would a
+  // full-ceiling phase have caught it?
+  if (!sub_.queue_empty_hint()) note(clock::now() - idle_since <= loop_spin_);
 }
 
 void loop::begin_stop() noexcept {

@@ -21,7 +21,22 @@
 #include "submission.hpp"
 #include "timer_heap.hpp"
 
+// The submission queue: the intrusive MPSC queue, or, in bench/'s
+// palitra_mcqueue ablation only, moodycamel (mc_queue.hpp).
+#ifndef PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
+#define PALITRA_SUBMISSION_QUEUE_MOODYCAMEL 0
+#endif
+#if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
+#include "mc_queue.hpp"
+#endif
+
 namespace palitra::detail {
+
+#if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
+using submission_queue_t = mc_submission_queue;
+#else
+using submission_queue_t = basic_mpsc_queue<os_sync>;
+#endif
 
 class loop {
 public:
@@ -43,7 +58,14 @@ public:
   runner_stats stats() const noexcept;
   /// Loop thread: the registry as call_infos.
   std::vector<call_info> snapshot_calls() const;
-  std::chrono::nanoseconds caller_spin() const noexcept { return caller_spin_; }
+  /// The adaptive caller budget now (Protocol: adaptive spin, loop.cpp).
+  std::chrono::nanoseconds caller_spin() const noexcept {
+    // relaxed: a heuristic value, publishes nothing.
+    return std::chrono::nanoseconds(caller_budget_.load(std::memory_order_relaxed));
+  }
+  /// A blocking caller's wait ended: adapt the caller budget (any thread).
+  void note_caller_wait(bool would_have_yielded) noexcept;
+  std::chrono::nanoseconds caller_spin_max() const noexcept { return caller_spin_; }
   void close_handles() noexcept { reactor_.close(); }
   int handle_count() const noexcept { return reactor_.handle_count(); }
 
@@ -86,10 +108,16 @@ private:
   }
 
   // ---- shared with producers
-  basic_submission<os_sync> sub_;
+  basic_submission<os_sync, submission_queue_t> sub_;
   reactor reactor_;
 
   // ---- counters: written by the loop only, read by stats()
+  // The adaptive budgets (ns). caller_budget_ is read by every blocking
+  // call and written only when it changes, on a line of its own so the
+  // loop's counters do not bounce it; loop_budget_ is the loop's own copy
+  // mirrored for stats().
+  alignas(64) std::atomic<std::int64_t> caller_budget_;
+  alignas(64) std::atomic<std::int64_t> loop_budget_;
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
       in_flight_{0}, iterations_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
   latency_histogram start_latency_;

@@ -143,3 +143,58 @@ TEST_CASE("latency_histogram buckets are log-linear within 1/8", "[observability
   REQUIRE(h.percentile(0.99) >= 99us);
   REQUIRE(h.max() == 100us);
 }
+
+// The adaptive spin budgets (core/loop.cpp, "adaptive spin"). Ceilings of
+// 10 ms and gaps/calls of 15 ms keep both directions robust on a loaded
+// machine: a miss needs a wait > 10 ms, which the test guarantees; a hit
+// needs a back-to-back call to come within 10 ms, which only a 10 ms stall
+// of a runnable thread would break.
+TEST_CASE("the loop's spin budget halves over sparse calls and returns under load",
+          "[observability][spin]") {
+  watchdog w(60s);
+  palitra::runner_options o;
+  o.loop_spin = 10ms;
+  palitra::runner r(o);
+  REQUIRE(r.stats().loop_spin_budget == 10ms);
+  auto one = []() -> palitra::task<int> { co_return 1; };
+  // 10 ms -> 0 takes 14 halvings (below 1 µs the budget is 0); each call
+  // finds the loop idle for more than the ceiling.
+  for (int i = 0; i < 16; ++i) {
+    std::this_thread::sleep_for(15ms);
+    REQUIRE(r.run(one) == 1);
+  }
+  CHECK(r.stats().loop_spin_budget == 0ns);
+  // Back to back: the first wake-up that came within the ceiling restores it.
+  for (int i = 0; i < 200; ++i) REQUIRE(r.run(one) == 1);
+  CHECK(r.stats().loop_spin_budget == 10ms);
+}
+
+TEST_CASE("a caller's spin budget halves over long calls and returns for short ones",
+          "[observability][spin]") {
+  watchdog w(60s);
+  palitra::runner_options o;
+  o.caller_spin = 10ms;
+  palitra::runner r(o);
+  REQUIRE(r.stats().caller_spin_budget == 10ms);
+  auto slow = []() -> palitra::task<int> {
+    co_await palitra::sleep_for(15ms); // outlasts the ceiling: a miss
+    co_return 1;
+  };
+  for (int i = 0; i < 16; ++i) REQUIRE(r.run(slow) == 1);
+  CHECK(r.stats().caller_spin_budget == 0ns);
+  auto quick = []() -> palitra::task<int> { co_return 2; };
+  for (int i = 0; i < 20; ++i) REQUIRE(r.run(quick) == 2);
+  CHECK(r.stats().caller_spin_budget == 10ms);
+}
+
+TEST_CASE("zero spin ceilings stay zero", "[observability][spin]") {
+  watchdog w(30s);
+  palitra::runner_options o;
+  o.caller_spin = 0ns;
+  o.loop_spin = 0ns;
+  palitra::runner r(o);
+  auto one = []() -> palitra::task<int> { co_return 1; };
+  for (int i = 0; i < 100; ++i) REQUIRE(r.run(one) == 1);
+  CHECK(r.stats().caller_spin_budget == 0ns);
+  CHECK(r.stats().loop_spin_budget == 0ns);
+}

@@ -32,11 +32,15 @@ namespace palitra {
 struct runner_options {
   /// Name of the loop thread (the kernel keeps the first 15 bytes).
   std::string name = "palitra";
-  /// How long a blocking caller hands its CPU over with sched_yield while
-  /// the loop works, before it sleeps on its completion slot. 0: sleep at once.
+  /// At most how long a blocking caller hands its CPU over with sched_yield
+  /// while the loop works, before it sleeps on its completion slot. The
+  /// budget adapts below this ceiling (stats().caller_spin_budget): calls
+  /// that outlast it halve it, one that ends within it restores it.
+  /// 0: sleep at once.
   std::chrono::nanoseconds caller_spin = std::chrono::microseconds(50);
-  /// How long the idle loop keeps yielding for new submissions before it
-  /// blocks in the reactor (and a producer must then write the wake fd).
+  /// At most how long the idle loop keeps yielding for new submissions
+  /// before it blocks in the reactor (and a producer must then write the
+  /// wake fd). Adapts like caller_spin, to the gaps between submissions.
   std::chrono::nanoseconds loop_spin = std::chrono::microseconds(50);
   /// Receives exceptions that escape spawned tasks and posted callables
   /// (on the loop thread). Empty: one line on stderr.
@@ -74,6 +78,11 @@ struct runner_stats {
   std::chrono::nanoseconds start_latency_max{0};
   /// Resumes that exceeded runner_options::stall_threshold.
   std::uint64_t stalls = 0;
+  /// The adaptive spin budgets now, between 0 and caller_spin / loop_spin:
+  /// back at the ceiling as soon as a wait ends within it, halved by each
+  /// wait that outlasts it (README.md, "Tuning").
+  std::chrono::nanoseconds caller_spin_budget{0};
+  std::chrono::nanoseconds loop_spin_budget{0};
 };
 
 /// One call in flight, as runner::in_flight_calls() reports it.
@@ -350,7 +359,10 @@ private:
     if (deadline != nullptr) op.set_deadline(*deadline);
     op.stamp();
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
-    op.slot_.wait(detail::caller_spin(*core_));
+    // The yield phase is measured from the submit stamp: no clock read here.
+    const auto end = op.slot_.wait_from(op.submitted_at_, detail::caller_spin(*core_));
+    detail::note_caller_wait(*core_, end == detail::completion_slot::wait_end::slept,
+                             op.submitted_at_);
     return detail::take_root(op, std::move(t), what);
   }
 

@@ -59,12 +59,31 @@ public:
       Sync::wake_one(key);
   }
 
-  /// Caller: yield for up to `spin` while the loop works, then sleep on the
-  /// word until published (keeps I2). Blocks: yes.
-  void wait(std::chrono::nanoseconds spin) noexcept {
-    if (is_done() || yield_phase(spin)) return;
+  /// How a wait ended, for the adaptive spin policy (runner_core.hpp).
+  enum class wait_end {
+    done,    ///< published before the wait began
+    yielded, ///< published during the yield phase
+    slept,   ///< the caller slept on the word
+  };
+
+  /// Caller: yield while the loop works until `since + spin`, then sleep on
+  /// the word until published (keeps I2). `since` is a clock reading the
+  /// caller already has (its submit stamp), so the common case -- published
+  /// by the time the first yield returns -- reads no clock here. Blocks: yes.
+  wait_end wait_from(std::chrono::steady_clock::time_point since,
+                     std::chrono::nanoseconds spin) noexcept {
+    if (is_done()) return wait_end::done;
+    if (yield_phase(since + spin, spin)) return wait_end::yielded;
     announce_sleep();
     while (!is_done()) Sync::wait(state_, slot_waiting); // keeps I2
+    return wait_end::slept;
+  }
+
+  /// As wait_from(), measured from now.
+  wait_end wait(std::chrono::nanoseconds spin) noexcept {
+    if (is_done()) return wait_end::done;
+    return wait_from(spin > spin.zero() ? Sync::now() : std::chrono::steady_clock::time_point{},
+                     spin);
   }
 
   /// As wait(), but gives up at `deadline`; returns is_done().
@@ -73,7 +92,8 @@ public:
     if (is_done()) return true;
     const auto now = Sync::now();
     if (deadline <= now) return false;
-    if (yield_phase(std::min<std::chrono::nanoseconds>(spin, deadline - now))) return true;
+    const auto budget = std::min<std::chrono::nanoseconds>(spin, deadline - now);
+    if (yield_phase(now + budget, budget)) return true;
     // A timed-out waiter leaves the word at waiting: P1 then issues one
     // harmless wake.
     announce_sleep();
@@ -89,9 +109,12 @@ private:
   // shares a vCPU with the loop, so it must give its CPU away rather than
   // spin on it: a 20 µs `pause` spin cost 46 µs per call, yielding cut a
   // round trip from 3.7 µs to 2.7 µs (research/peer-benchmarks.md).
-  bool yield_phase(std::chrono::nanoseconds spin) const noexcept {
+  //
+  // The result is checked before the clock: under load the first yield
+  // usually returns to a published slot, and that path reads no clock.
+  bool yield_phase(std::chrono::steady_clock::time_point until,
+                   std::chrono::nanoseconds spin) const noexcept {
     if (spin <= spin.zero()) return false;
-    const auto until = Sync::now() + spin;
     do {
       Sync::yield();
       if (is_done()) return true;

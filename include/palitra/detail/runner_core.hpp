@@ -30,7 +30,11 @@ bool inherited(const runner_core& c) noexcept;
 /// Throws reentrancy_error on c's loop thread. Compares addresses only, so
 /// it is safe after the runner was destroyed.
 void check_not_loop_thread(const runner_core* c, const char* what);
+/// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
+/// A blocking call's wait ended; `slept`: it went past the yield phase, so
+/// its length from `since` (the submit stamp) decides hit or miss.
+void note_caller_wait(runner_core& c, bool slept, std::chrono::steady_clock::time_point since) noexcept;
 
 /// After A1 on a cancelled/rejected op: throws the mapped error.
 [[noreturn]] void throw_cancelled_end(const root_op& op, const char* what);
