@@ -170,8 +170,10 @@ struct frame_allocated {
   static void* operator new(std::size_t size, std::align_val_t al) {
     return ::operator new(size, al);
   }
-  static void operator delete(void* p, std::size_t size, std::align_val_t al) noexcept {
-    ::operator delete(p, size, al);
+  static void operator delete(void* p, std::size_t, std::align_val_t al) noexcept {
+    // The unsized form: clang before 19 declares the sized global delete only
+    // with -fsized-deallocation, and this header must build with any flags.
+    ::operator delete(p, al);
   }
 };
 
