@@ -383,12 +383,23 @@ struct sample {
   double wakeups_sparse = nan_v;                  // palitra
   double cpu_1t = nan_v, cpu_16t = nan_v;         // process CPU µs per call (user+sys)
   double cpu_sparse = nan_v;                      // the same over the sparse run
+  double csw_1t = nan_v, csw_16t = nan_v;         // context switches per call, all threads
+  double cwakes_16t = nan_v;                      // palitra: futex wakes of sleeping callers per call
 };
 
 /// The pause before each sparse call: longer than palitra's default
 /// caller_spin and loop_spin (50 µs each), so every sparse call finds the
 /// server asleep and pays its wake-up.
 constexpr auto sparse_gap = std::chrono::microseconds(300);
+
+/// Context switches of the whole process so far, every thread (ended ones
+/// included), voluntary and involuntary: a sched_yield that hands the CPU
+/// over counts as involuntary, a futex sleep as voluntary.
+double process_switches() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_nvcsw + u.ru_nivcsw);
+}
 
 double process_cpu_seconds() {
   rusage u{};
@@ -534,10 +545,14 @@ template <class S> sample measure(const config& c, bool multi_caller, const char
     const std::size_t per = std::max<std::size_t>(1, c.tput_calls / static_cast<std::size_t>(n));
     if constexpr (has_stats<S>) before = s->stats();
     const double cpu0 = process_cpu_seconds();
+    const double csw0 = process_switches();
     out.tput[k] = throughput(*s, n, per, name);
-    const double cpu_per_call = (process_cpu_seconds() - cpu0) * 1e6 / (static_cast<double>(per) * n);
-    if (k == 0) out.cpu_1t = cpu_per_call;
-    if (k == wake_tput_index) out.cpu_16t = cpu_per_call;
+    const double calls_done = static_cast<double>(per) * n;
+    const double cpu_per_call = (process_cpu_seconds() - cpu0) * 1e6 / calls_done;
+    // Includes the 2n switches of starting and joining the callers: < 0.01 per call.
+    const double csw_per_call = (process_switches() - csw0) / calls_done;
+    if (k == 0) out.cpu_1t = cpu_per_call, out.csw_1t = csw_per_call;
+    if (k == wake_tput_index) out.cpu_16t = cpu_per_call, out.csw_16t = csw_per_call;
     if constexpr (has_stats<S>) {
       if (k == wake_tput_index) {
         const auto after = s->stats();
@@ -545,6 +560,7 @@ template <class S> sample measure(const config& c, bool multi_caller, const char
         out.wakeups_16t = static_cast<double>(after.loop_wakeups - before.loop_wakeups) / calls;
         out.iters_16t =
             static_cast<double>(after.loop_iterations - before.loop_iterations) / calls;
+        out.cwakes_16t = static_cast<double>(after.caller_wakes - before.caller_wakes) / calls;
       }
     }
   }
@@ -605,7 +621,8 @@ std::vector<double*> fields(sample& s) {
   for (double& v : s.tput) f.push_back(&v);
   for (double* p : {&s.allocs_1t, &s.allocs_16t, &s.wakeups_1t, &s.wakeups_16t, &s.iters_1t,
                     &s.iters_16t, &s.sparse_p50, &s.sparse_p99, &s.wakeups_sparse, &s.cpu_sparse,
-                    &s.cpu_1t, &s.cpu_16t})
+                    &s.cpu_1t, &s.cpu_16t, &s.csw_1t, &s.csw_16t,
+                    &s.cwakes_16t})
     f.push_back(p);
   return f;
 }
@@ -814,18 +831,22 @@ void print_tables(const table& t, int rounds) {
               "figure includes the caller's nanosleep).\n\n",
               static_cast<long long>(sparse_gap.count()));
   std::printf("| system | sparse p50 µs | sparse p99 µs | wakeups/call sparse | CPU µs/call "
-              "sparse | CPU µs/call @1 | CPU µs/call @16 |\n");
-  std::printf("|---|---:|---:|---:|---:|---:|---:|\n");
+              "sparse | CPU µs/call @1 | CPU µs/call @16 | switches/call @1 | @16 | caller wakes/call "
+              "@16 |\n");
+  std::printf("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (std::size_t i = 0; i < systems.size(); ++i) {
     if (t[i].empty()) continue;
     auto m = [&](auto get) { return median(per_round(t, i, get)); };
-    std::printf("| %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
+    std::printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", systems[i].label,
                 fmt_us(m([](const sample& s) { return s.sparse_p50; })).c_str(),
                 fmt_us(m([](const sample& s) { return s.sparse_p99; })).c_str(),
                 fmt("%.3f", m([](const sample& s) { return s.wakeups_sparse; })).c_str(),
                 fmt_us(m([](const sample& s) { return s.cpu_sparse; })).c_str(),
                 fmt_us(m([](const sample& s) { return s.cpu_1t; })).c_str(),
-                fmt_us(m([](const sample& s) { return s.cpu_16t; })).c_str());
+                fmt_us(m([](const sample& s) { return s.cpu_16t; })).c_str(),
+                fmt("%.2f", m([](const sample& s) { return s.csw_1t; })).c_str(),
+                fmt("%.2f", m([](const sample& s) { return s.csw_16t; })).c_str(),
+                fmt("%.3f", m([](const sample& s) { return s.cwakes_16t; })).c_str());
   }
 
   std::printf("\n## Ratios (within each round, median over rounds)\n\n");
@@ -906,7 +927,8 @@ bool write_csv(const std::string& path, const table& t) {
   std::fprintf(f, ",allocs_per_call_1t,allocs_per_call_16t,wakeups_per_call_1t,"
                   "wakeups_per_call_16t,loop_iters_per_call_1t,loop_iters_per_call_16t,"
                   "sparse_p50_us,sparse_p99_us,wakeups_per_call_sparse,cpu_us_per_call_sparse,"
-                  "cpu_us_per_call_1t,cpu_us_per_call_16t\n");
+                  "cpu_us_per_call_1t,cpu_us_per_call_16t,switches_per_call_1t,"
+                  "switches_per_call_16t,caller_wakes_per_call_16t\n");
   auto row = [&](const std::string& round, const char* key, sample s) {
     std::fprintf(f, "%s,%s", round.c_str(), key);
     for (double* v : fields(s)) std::fprintf(f, ",%s", fmt_csv(*v).c_str());

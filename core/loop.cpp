@@ -112,6 +112,7 @@ runner_stats loop::stats() const noexcept {
   s.in_flight = in_flight_.load(std::memory_order_relaxed);
   s.loop_wakeups = sub_.wakeups();
   s.loop_iterations = iterations_.load(std::memory_order_relaxed);
+  s.caller_wakes = caller_wakes_.load(std::memory_order_relaxed);
   s.queue_depth = queue_depth_.load(std::memory_order_relaxed);
   s.max_queue_depth = max_queue_depth_.load(std::memory_order_relaxed);
   s.start_latency_p50 = start_latency_.percentile(0.50);
@@ -307,7 +308,7 @@ void loop::publish(root_op& op) noexcept {
     op.reclaim_(&op); // frees the frame and the op, here on the loop
     return;
   }
-  op.slot_.publish(); // P1: the last access to op
+  if (op.slot_.publish()) bump(caller_wakes_); // P1: the last access to op
 }
 
 bool loop::drain_queue() noexcept {

@@ -119,7 +119,7 @@ private:
   alignas(64) std::atomic<std::int64_t> caller_budget_;
   alignas(64) std::atomic<std::int64_t> loop_budget_;
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
-      in_flight_{0}, iterations_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
+      in_flight_{0}, iterations_{0}, caller_wakes_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
   latency_histogram start_latency_;
 
   // ---- loop-owned

@@ -65,6 +65,10 @@ struct runner_stats {
   std::uint64_t in_flight = 0;       ///< accepted and not yet ended
   std::uint64_t loop_wakeups = 0;    ///< wake-fd writes by producers
   std::uint64_t loop_iterations = 0; ///< passes of the loop
+  /// Address-wait (futex) wakes the loop issued to blocking callers that had
+  /// gone to sleep on their completion slot; a caller still in its yield
+  /// phase needs none.
+  std::uint64_t caller_wakes = 0;
   /// Submissions the loop found waiting at its last drain (the queue is
   /// empty right after a drain, so this is the depth it had), and the most
   /// ever found at once.

@@ -51,12 +51,14 @@ public:
   }
 
   /// P1 (loop thread): publish. The slot may be gone when this returns.
-  void publish() noexcept {
+  /// true if the caller was asleep and had to be woken (a futex wake).
+  bool publish() noexcept {
     const void* key = &state_;
     // P1, release: publishes the result and the op's end fields to the
     // caller's A1. After this line the slot may be gone (I3): only `key`.
-    if (state_.exchange(slot_done, std::memory_order_release) == slot_waiting)
-      Sync::wake_one(key);
+    if (state_.exchange(slot_done, std::memory_order_release) != slot_waiting) return false;
+    Sync::wake_one(key);
+    return true;
   }
 
   /// How a wait ended, for the adaptive spin policy (runner_core.hpp).
