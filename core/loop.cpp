@@ -13,6 +13,7 @@ namespace palitra::detail {
 namespace {
 
 thread_local loop* tl_loop = nullptr;
+thread_local std::uint64_t tl_spin_hits = 0; // cross-CPU spin: waits it ended
 thread_local cancel_state* tl_chain = nullptr;
 
 using clock = std::chrono::steady_clock;
@@ -20,6 +21,15 @@ using clock = std::chrono::steady_clock;
 } // namespace
 
 // ---- loop_hooks.hpp -------------------------------------------------------
+
+std::uint32_t current_cpu_tag() noexcept {
+#if defined(__linux__)
+  const int c = sched_getcpu(); // glibc >= 2.35 reads the rseq area: no syscall
+  return c < 0 ? 0 : static_cast<std::uint32_t>(c) + 1;
+#else
+  return 0; // unknown: the cross-CPU spin stays off
+#endif
+}
 
 loop* current_loop() noexcept { return tl_loop; }
 cancel_state* current_chain() noexcept { return tl_chain; }
@@ -102,6 +112,82 @@ void loop::note_caller_wait(bool hit) noexcept {
   if (n != b) caller_budget_.store(n, std::memory_order_relaxed);
 }
 
+// ---- cross-CPU spin ------------------------------------------------------------
+//
+// A blocking caller can wait in three ways: spin on its slot with the CPU's
+// pause hint (no syscall), yield its CPU (sched_yield), or sleep on the slot
+// (futex). Which is cheapest depends on where the loop runs, and on these
+// guests a syscall alone costs ~1.1-1.3 µs (bench/README.md):
+//   - loop on the caller's CPU: only giving the CPU away lets the loop run;
+//     a pause spin would hold the CPU the loop needs (research: a 20 µs
+//     pause spin cost 46 µs per call). Yield, then sleep.
+//   - loop running on another CPU: the result comes without this CPU. A
+//     pause spin sees it within ~0.1 µs of the publish, where a yield costs
+//     a syscall and, with other threads runnable here, a context switch.
+// So the loop advertises where it is (presence_), and a caller spins only
+// while the loop is running on another CPU:
+//   presence_ = the loop's CPU tag (current_cpu_tag(), CPU + 1) while it
+//     runs: set by mark_running() at every pass and after every yield or
+//     sleep (a store only when it changed); 0 while it yields or sleeps
+//     (mark_away(), just before sched_yield or the reactor wait).
+//   caller: after submitting, if presence_ is neither 0 nor its own CPU's
+//     tag, spin (completion_slot::spin_phase) while that stays true and the
+//     caller's budget (since the submit) lasts; then the yield phase and
+//     sleep as before. A caller that sees the loop leave (0) stops at once.
+// The loop does the same on its side: its idle phase polls the queue with
+// pause instead of sched_yield when every blocking call of its last batch
+// came from another CPU (no waiter needs the loop's CPU), and yields
+// otherwise.
+// presence_ is a hint: it publishes nothing (relaxed), a stale value costs
+// at most one budget of spinning (the loop migrated or was preempted while
+// marked running), and neither the slot nor the sleep protocols read it.
+// On one CPU (taskset -c 0) every caller sees the loop's own tag or 0 and
+// never spins; on a many-core server where the loop has a core, no call
+// makes a syscall on either side.
+
+std::uint64_t spin_hits_this_thread() noexcept { return tl_spin_hits; }
+
+void loop::mark_running() noexcept {
+  const std::uint32_t c = current_cpu_tag();
+  // relaxed: see above; the loop is presence_'s only writer.
+  if (c != cpu_ || presence_.load(std::memory_order_relaxed) != c) {
+    cpu_ = c;
+    presence_.store(c, std::memory_order_relaxed);
+  }
+}
+
+void loop::mark_away() noexcept {
+  presence_.store(0, std::memory_order_relaxed); // relaxed: see above
+}
+
+void loop::await_slot(completion_slot& s, clock::time_point since) noexcept {
+  if (s.is_done()) return note_caller_wait(true);
+  const std::chrono::nanoseconds budget = caller_spin();
+  if (budget > budget.zero()) {
+    const std::uint32_t me = current_cpu_tag();
+    const std::uint32_t p = presence();
+    if (p != 0 && p != me) {
+      const clock::time_point until = since + budget;
+      unsigned checks = 0;
+      // The clock is read every 8th check (~1.3 µs of pauses), not each.
+      const bool done = s.spin_phase([&] {
+        const std::uint32_t q = presence();
+        if (q == 0 || q == me) return false;
+        return (++checks & 7u) != 0 || clock::now() < until;
+      });
+      if (done) {
+        ++tl_spin_hits;
+        return note_caller_wait(true);
+      }
+    }
+  }
+  const auto end = s.wait_from(since, budget);
+  // Only a wait that slept reads the clock: it has just paid for a futex
+  // wake, so one more clock read is noise. A yield-phase finish is a hit.
+  note_caller_wait(end != completion_slot::wait_end::slept ||
+                   clock::now() - since <= caller_spin_);
+}
+
 runner_stats loop::stats() const noexcept {
   runner_stats s;
   // relaxed: counters (see bump); a snapshot balances when the loop is quiet.
@@ -177,6 +263,8 @@ void loop::dispatch_root(queue_node* n, loop& l) noexcept {
 void loop::accept(root_op& op) noexcept {
   bump(submitted_);
   start_latency_.record(drain_time_ - op.submitted_at_);
+  if (op.mode_ == root_mode::blocking && op.cpu_ != 0)
+    ++(op.cpu_ == cpu_ ? local_waiters_ : remote_waiters_); // cross-CPU spin
   bump(in_flight_);
   // Registry first: even a rejected op stays "in flight" until published.
   op.reg_prev_ = nullptr;
@@ -315,6 +403,7 @@ bool loop::drain_queue() noexcept {
   queue_node* n = sub_.take_all();
   if (n == nullptr) return false;
   drain_time_ = clock::now(); // one clock read per batch
+  local_waiters_ = remote_waiters_ = 0; // counted by accept()
   std::uint64_t depth = 0;
   while (n != nullptr) {
     queue_node* next = n->next; // read first: dispatch may free or publish n
@@ -406,13 +495,21 @@ void loop::idle() noexcept {
   // bounded time; a submission found here costs nobody a syscall. The
   // clock is read only after a yield that found nothing, so a round trip
   // whose next submission is there when the first yield returns reads none.
+  // When no waiter shares our CPU, poll with pause instead (cross-CPU spin).
   clock::time_point idle_since{};
   if (budget > 0) {
+    const bool poll = local_waiters_ == 0 && remote_waiters_ > 0;
     clock::time_point until{};
     for (;;) {
       if (work_waiting()) return note(true);
       if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
-      sched_yield();
+      if (poll) {
+        for (int i = 0; i < 16 && !work_waiting(); ++i) os_sync::pause(); // ~0.3 µs
+      } else {
+        mark_away();
+        sched_yield();
+        mark_running();
+      }
       if (work_waiting()) return note(true);
       const auto now = clock::now();
       if (idle_since == clock::time_point{}) {
@@ -424,7 +521,11 @@ void loop::idle() noexcept {
     }
   }
   if (idle_since == clock::time_point{}) idle_since = clock::now();
-  if (!sub_.arm_for_sleep(stopping_)) return note(true); // W1
+  mark_away(); // before W1: a caller that sees 0 stops spinning
+  if (!sub_.arm_for_sleep(stopping_)) {
+    mark_running();
+    return note(true); // W1
+  }
 #if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
   // Benchmark ablation only (mc_queue.hpp I2): W1 rests on size_approx(),
   // so never sleep longer than 1 ms on it.
@@ -435,6 +536,7 @@ void loop::idle() noexcept {
   reactor_.wait(next_deadline());
 #endif
   sub_.disarm(); // W3
+  mark_running();
   // Woken by a submission (not a timer, a close or a spurious wake): would a
   // full-ceiling phase have caught it?
   if (!sub_.queue_empty_hint()) note(clock::now() - idle_since <= loop_spin_);
@@ -468,6 +570,7 @@ void loop::run() noexcept {
   tl_loop = this;
   for (;;) {
     bump(iterations_);
+    mark_running(); // cross-CPU spin: the CPU may have changed (a preemption)
     if (!stopping_ && !accepting()) begin_stop();
     drain_queue();
     run_ready();
@@ -481,6 +584,7 @@ void loop::run() noexcept {
     idle();
   }
   PALITRA_ASSERT(timers_.empty(), "a timer outlived every call on a closed loop");
+  mark_away();
   tl_loop = nullptr;
 }
 

@@ -38,6 +38,10 @@ using submission_queue_t = mc_submission_queue;
 using submission_queue_t = basic_mpsc_queue<os_sync>;
 #endif
 
+/// Blocking waits of the calling thread that ended in the cross-CPU spin
+/// (loop.cpp), for tests: a thread-local count costs the call nothing shared.
+std::uint64_t spin_hits_this_thread() noexcept;
+
 class loop {
 public:
   explicit loop(const runner_options& o); // throws palitra::error
@@ -64,8 +68,17 @@ public:
     return std::chrono::nanoseconds(caller_budget_.load(std::memory_order_relaxed));
   }
   /// A blocking caller's wait ended: adapt the caller budget (any thread).
-  void note_caller_wait(bool would_have_yielded) noexcept;
-  std::chrono::nanoseconds caller_spin_max() const noexcept { return caller_spin_; }
+  void note_caller_wait(bool hit) noexcept;
+  /// Any thread but the loop's: wait until `s` is published (A1), by the
+  /// cross-CPU spin, the yield phase, then sleep; adapts the caller budget.
+  void await_slot(completion_slot& s, std::chrono::steady_clock::time_point since) noexcept;
+  /// The loop's CPU tag while it runs, 0 while it yields or sleeps
+  /// (Protocol: cross-CPU spin, loop.cpp).
+  std::uint32_t presence() const noexcept {
+    // relaxed: a hint that publishes nothing; the slot's acquire load is
+    // what makes a result visible.
+    return presence_.load(std::memory_order_relaxed);
+  }
   void close_handles() noexcept { reactor_.close(); }
   int handle_count() const noexcept { return reactor_.handle_count(); }
 
@@ -99,6 +112,8 @@ private:
   void fire_timers() noexcept;
   void idle() noexcept;
   void begin_stop() noexcept;
+  void mark_running() noexcept;
+  void mark_away() noexcept;
   bool try_finish_stop() noexcept;
   void bump(std::atomic<std::uint64_t>& c, std::int64_t by = 1) noexcept {
     // relaxed: single writer (the loop); readers (stats) want a value, not
@@ -113,10 +128,13 @@ private:
 
   // ---- counters: written by the loop only, read by stats()
   // The adaptive budgets (ns). caller_budget_ is read by every blocking
-  // call and written only when it changes, on a line of its own so the
-  // loop's counters do not bounce it; loop_budget_ is the loop's own copy
-  // mirrored for stats().
+  // call and written only when it changes; presence_ (cross-CPU spin) is
+  // read by every blocking call and polled by spinning callers, and written
+  // by the loop only when it yields, sleeps, wakes or migrates. Both share a
+  // line of their own so the loop's counters do not bounce it; loop_budget_
+  // is the loop's own copy mirrored for stats().
   alignas(64) std::atomic<std::int64_t> caller_budget_;
+  std::atomic<std::uint32_t> presence_{0};
   alignas(64) std::atomic<std::int64_t> loop_budget_;
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
       in_flight_{0}, iterations_{0}, caller_wakes_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
@@ -131,6 +149,12 @@ private:
   root_op* finished_tail_ = nullptr;
   std::size_t awaiting_cancel_ = 0;
   bool stopping_ = false;
+  std::uint32_t cpu_ = 0; // the loop's CPU tag as of its last mark_running()
+  // Blocking calls of the last non-empty drain whose caller was on the
+  // loop's CPU / on another one (cross-CPU spin: the idle phase polls
+  // without yielding only when every waiter is remote).
+  std::uint32_t local_waiters_ = 0;
+  std::uint32_t remote_waiters_ = 0;
 
   // ---- options (immutable after construction)
   std::chrono::nanoseconds caller_spin_;

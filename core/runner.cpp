@@ -116,12 +116,9 @@ std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
   return c.loop_.caller_spin();
 }
 
-void note_caller_wait(runner_core& c, bool slept,
-                      std::chrono::steady_clock::time_point since) noexcept {
-  // Only a wait that slept reads the clock: it has just paid for a futex
-  // wake, so one more clock read is noise. A yield-phase finish is a hit.
-  c.loop_.note_caller_wait(
-      !slept || std::chrono::steady_clock::now() - since <= c.loop_.caller_spin_max());
+void await_slot(runner_core& c, completion_slot& s,
+                std::chrono::steady_clock::time_point since) noexcept {
+  c.loop_.await_slot(s, since);
 }
 
 namespace {

@@ -5,7 +5,11 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
+#include <sched.h>
+
 #include "latency_histogram.hpp"
+#include "loop.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;
@@ -225,4 +229,99 @@ TEST_CASE("caller_wakes counts the futex wakes of callers asleep on their slot",
   const auto before = r.stats().caller_wakes;
   REQUIRE(f.get() == 2);
   REQUIRE(r.stats().caller_wakes == before);
+}
+
+namespace {
+
+/// Pins the calling thread to `cpu`; false if this process may not use it.
+bool pin_to(int cpu) {
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0 || !CPU_ISSET(cpu, &allowed)) return false;
+  cpu_set_t one;
+  CPU_ZERO(&one);
+  CPU_SET(cpu, &one);
+  return pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+}
+
+/// The first two CPUs this process may use (-1 where there are fewer).
+std::pair<int, int> two_cpus() {
+  cpu_set_t allowed;
+  std::pair<int, int> r{-1, -1};
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return r;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &allowed)) continue;
+    if (r.first < 0)
+      r.first = c;
+    else {
+      r.second = c;
+      break;
+    }
+  }
+  return r;
+}
+
+palitra::task<int> one() { co_return 1; }
+
+/// Pins the runner's loop thread to `cpu` (from a posted callable).
+void pin_loop(palitra::runner& r, int cpu) {
+  std::atomic<int> ok{-1};
+  r.post([&ok, cpu] { ok.store(pin_to(cpu) ? 1 : 0); });
+  while (ok.load() < 0) std::this_thread::sleep_for(1ms);
+  REQUIRE(ok.load() == 1);
+  REQUIRE(r.run(one()) == 1); // the loop runs on its new CPU from here on
+}
+
+/// Restores the test thread's affinity to everything it had.
+struct affinity_guard {
+  cpu_set_t saved;
+  affinity_guard() { sched_getaffinity(0, sizeof saved, &saved); }
+  ~affinity_guard() { pthread_setaffinity_np(pthread_self(), sizeof saved, &saved); }
+};
+
+} // namespace
+
+TEST_CASE("a caller on the loop's own CPU never spins", "[observability][spin]") {
+  watchdog w(60s);
+  const auto [a, b] = two_cpus();
+  REQUIRE(a >= 0);
+  affinity_guard g;
+  palitra::runner r;
+  pin_loop(r, a);
+  REQUIRE(pin_to(a));
+  // Both on CPU a: the loop's presence is its own tag or 0, so a pause spin
+  // (which would hold the CPU the loop needs) must never start.
+  const auto before = palitra::detail::spin_hits_this_thread();
+  int sum = 0;
+  for (int i = 0; i < 2000; ++i) sum += r.run(one());
+  REQUIRE(sum == 2000);
+  REQUIRE(palitra::detail::spin_hits_this_thread() == before);
+  (void)b;
+}
+
+TEST_CASE("a caller on another CPU than the running loop spins instead of yielding",
+          "[observability][spin]") {
+  watchdog w(60s);
+  const auto [a, b] = two_cpus();
+  if (b < 0) {
+    WARN("one CPU only: nothing to spin across");
+    return;
+  }
+  affinity_guard g;
+  palitra::runner r;
+  pin_loop(r, b);
+  REQUIRE(pin_to(a));
+  const auto before = palitra::detail::spin_hits_this_thread();
+  constexpr int calls = 4000;
+  int sum = 0;
+  for (int i = 0; i < calls; ++i) sum += r.run(one());
+  REQUIRE(sum == calls);
+  // Back to back, the loop polls for the next call on its own CPU and is
+  // marked running, so nearly every wait ends in the spin. The host or
+  // other tests may preempt the loop (it then yields or sleeps, and the
+  // caller falls back to yielding), so only a tenth is required.
+  const auto hits = palitra::detail::spin_hits_this_thread() - before;
+  INFO("spin hits " << hits << " of " << calls);
+  REQUIRE(hits >= calls / 10);
+  const auto s = r.stats();
+  REQUIRE(s.completed == s.submitted);
 }

@@ -365,10 +365,8 @@ private:
     if (deadline != nullptr) op.set_deadline(*deadline);
     op.stamp();
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
-    // The yield phase is measured from the submit stamp: no clock read here.
-    const auto end = op.slot_.wait_from(op.submitted_at_, detail::caller_spin(*core_));
-    detail::note_caller_wait(*core_, end == detail::completion_slot::wait_end::slept,
-                             op.submitted_at_);
+    // The wait is measured from the submit stamp: no clock read here.
+    detail::await_slot(*core_, op.slot_, op.submitted_at_);
     return detail::take_root(op, std::move(t), what);
   }
 
@@ -408,7 +406,7 @@ public:
     detail::check_not_loop_thread(core_, "palitra::future::get");
     if (!st_->slot_.is_done()) {
       detail::check_blocking_call(*core_, "palitra::future::get");
-      st_->slot_.wait(detail::caller_spin(*core_));
+      detail::await_slot(*core_, st_->slot_, std::chrono::steady_clock::now());
     }
     std::unique_ptr<state> s(std::exchange(st_, nullptr));
     return detail::take_root(*s, std::move(s->owned), "palitra::future::get");

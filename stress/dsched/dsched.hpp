@@ -318,6 +318,8 @@ struct dsched_sync {
   /// Makes one waiter on `addr` runnable; `addr` is a key and may dangle.
   static void wake_one(const void* addr) noexcept;
   static void yield() noexcept;
+  /// A spin-wait step: a scheduling point, like yield().
+  static void pause() noexcept { yield(); }
   /// The virtual clock: advanced by the scheduler at every step.
   static std::chrono::steady_clock::time_point now() noexcept;
 };

@@ -178,7 +178,15 @@ dsched::seed_result run_seed(std::uint64_t seed, bool verbose, waiter w) {
       }
       if (!done) {
         switch (w) {
-        case waiter::real: c->slot.wait(p.spin); break;
+        case waiter::real: {
+          // The cross-CPU spin (loop.cpp) may come first: pause steps while
+          // a random number of keep() checks says the loop runs elsewhere.
+          // Whatever it ends with, wait() must still keep I2.
+          std::uint64_t keep = dsched::random(4);
+          if (keep == 0 || !c->slot.spin_phase([&keep] { return --keep > 0; }))
+            c->slot.wait(p.spin);
+          break;
+        }
         case waiter::trusts_wake: trusting_wait(c->slot); break;
         case waiter::sleeps_unannounced: unannounced_wait(c->slot); break;
         }

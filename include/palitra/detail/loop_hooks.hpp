@@ -36,6 +36,12 @@ struct timer_node {
   bool armed() const noexcept { return heap_index != npos; }
 };
 
+/// Any thread: the CPU this thread is running on now, plus one; 0 when the
+/// platform cannot tell. A few ns on Linux (sched_getcpu reads the rseq
+/// area). A hint for the cross-CPU spin (loop.cpp), never for correctness:
+/// the thread may migrate right after.
+std::uint32_t current_cpu_tag() noexcept;
+
 /// The loop running on this thread, or nullptr on any other thread.
 loop* current_loop() noexcept;
 /// The cancellation chain of the coroutine running on this thread.

@@ -68,11 +68,13 @@ public:
     has_deadline_ = true;
     deadline_ = d;
   }
-  /// Records when and from which thread the call was submitted
-  /// (observability: start latency, in-flight registry).
+  /// Records when, from which thread and from which CPU the call was
+  /// submitted (observability: start latency, in-flight registry; the CPU
+  /// feeds the loop's cross-CPU spin choice, loop.cpp).
   void stamp() noexcept {
     submitted_at_ = std::chrono::steady_clock::now();
     caller_ = std::this_thread::get_id();
+    cpu_ = current_cpu_tag();
   }
 
   // ---- filled by the submitter before the push
@@ -80,6 +82,7 @@ public:
   promise_base* promise_;
   root_mode mode_;
   bool has_deadline_ = false;
+  std::uint16_t cpu_ = 0; // current_cpu_tag() at stamp(); in the padding before deadline_
   std::chrono::steady_clock::time_point deadline_{};
   void (*reclaim_)(root_op*) noexcept = nullptr; // spawned / detached futures
   std::chrono::steady_clock::time_point submitted_at_{};

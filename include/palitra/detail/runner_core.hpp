@@ -32,9 +32,11 @@ bool inherited(const runner_core& c) noexcept;
 void check_not_loop_thread(const runner_core* c, const char* what);
 /// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
-/// A blocking call's wait ended; `slept`: it went past the yield phase, so
-/// its length from `since` (the submit stamp) decides hit or miss.
-void note_caller_wait(runner_core& c, bool slept, std::chrono::steady_clock::time_point since) noexcept;
+/// Wait until `s` is published (A1) -- a blocking call (run, gather) from
+/// its submit stamp `since`, or future::get from now: the cross-CPU spin
+/// while the loop runs on another CPU, then the slot's yield phase and
+/// sleep (core/loop.cpp, "adaptive spin"); adapts the caller budget.
+void await_slot(runner_core& c, completion_slot& s, std::chrono::steady_clock::time_point since) noexcept;
 
 /// After A1 on a cancelled/rejected op: throws the mapped error.
 [[noreturn]] void throw_cancelled_end(const root_op& op, const char* what);
