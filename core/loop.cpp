@@ -127,9 +127,9 @@ void loop::note_caller_wait(bool hit) noexcept {
 // So the loop advertises where it is (presence_), and a caller spins only
 // while the loop is running on another CPU:
 //   presence_ = the loop's CPU tag (current_cpu_tag(), CPU + 1) while it
-//     runs: set by mark_running() at every pass and after every yield or
-//     sleep (a store only when it changed); 0 while it yields or sleeps
-//     (mark_away(), just before sched_yield or the reactor wait).
+//     runs: set by mark_running() at the start of every pass (a store only
+//     when it changed); 0 while it yields or sleeps (mark_away(), just
+//     before sched_yield or the reactor wait, until the next pass).
 //   caller: after submitting, if presence_ is neither 0 nor its own CPU's
 //     tag, spin (completion_slot::spin_phase) while that stays true and the
 //     caller's budget (since the submit) lasts; then the yield phase and
@@ -160,11 +160,10 @@ void loop::mark_away() noexcept {
   presence_.store(0, std::memory_order_relaxed); // relaxed: see above
 }
 
-void loop::await_slot(completion_slot& s, clock::time_point since) noexcept {
+void loop::await_slot(completion_slot& s, clock::time_point since, std::uint32_t me) noexcept {
   if (s.is_done()) return note_caller_wait(true);
   const std::chrono::nanoseconds budget = caller_spin();
   if (budget > budget.zero()) {
-    const std::uint32_t me = current_cpu_tag();
     const std::uint32_t p = presence();
     if (p != 0 && p != me) {
       const clock::time_point until = since + budget;
@@ -506,9 +505,8 @@ void loop::idle() noexcept {
       if (poll) {
         for (int i = 0; i < 16 && !work_waiting(); ++i) os_sync::pause(); // ~0.3 µs
       } else {
-        mark_away();
+        mark_away(); // run() marks it running again at the next pass
         sched_yield();
-        mark_running();
       }
       if (work_waiting()) return note(true);
       const auto now = clock::now();
@@ -522,10 +520,7 @@ void loop::idle() noexcept {
   }
   if (idle_since == clock::time_point{}) idle_since = clock::now();
   mark_away(); // before W1: a caller that sees 0 stops spinning
-  if (!sub_.arm_for_sleep(stopping_)) {
-    mark_running();
-    return note(true); // W1
-  }
+  if (!sub_.arm_for_sleep(stopping_)) return note(true); // W1
 #if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
   // Benchmark ablation only (mc_queue.hpp I2): W1 rests on size_approx(),
   // so never sleep longer than 1 ms on it.
@@ -536,7 +531,6 @@ void loop::idle() noexcept {
   reactor_.wait(next_deadline());
 #endif
   sub_.disarm(); // W3
-  mark_running();
   // Woken by a submission (not a timer, a close or a spurious wake): would a
   // full-ceiling phase have caught it?
   if (!sub_.queue_empty_hint()) note(clock::now() - idle_since <= loop_spin_);

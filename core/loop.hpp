@@ -71,7 +71,9 @@ public:
   void note_caller_wait(bool hit) noexcept;
   /// Any thread but the loop's: wait until `s` is published (A1), by the
   /// cross-CPU spin, the yield phase, then sleep; adapts the caller budget.
-  void await_slot(completion_slot& s, std::chrono::steady_clock::time_point since) noexcept;
+  /// `cpu_tag`: current_cpu_tag() of the waiting thread, recently read.
+  void await_slot(completion_slot& s, std::chrono::steady_clock::time_point since,
+                  std::uint32_t cpu_tag) noexcept;
   /// The loop's CPU tag while it runs, 0 while it yields or sleeps
   /// (Protocol: cross-CPU spin, loop.cpp).
   std::uint32_t presence() const noexcept {

@@ -36,7 +36,10 @@ std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
 /// its submit stamp `since`, or future::get from now: the cross-CPU spin
 /// while the loop runs on another CPU, then the slot's yield phase and
 /// sleep (core/loop.cpp, "adaptive spin"); adapts the caller budget.
-void await_slot(runner_core& c, completion_slot& s, std::chrono::steady_clock::time_point since) noexcept;
+/// `cpu_tag`: current_cpu_tag() of this thread, recently read (a blocking
+/// call's stamp took one).
+void await_slot(runner_core& c, completion_slot& s, std::chrono::steady_clock::time_point since,
+                std::uint32_t cpu_tag) noexcept;
 
 /// After A1 on a cancelled/rejected op: throws the mapped error.
 [[noreturn]] void throw_cancelled_end(const root_op& op, const char* what);
