@@ -69,10 +69,11 @@ public:
   }
   /// A blocking caller's wait ended: adapt the caller budget (any thread).
   void note_caller_wait(bool hit) noexcept;
-  /// Any thread but the loop's: wait until `s` is published (A1), by the
-  /// cross-CPU spin, the yield phase, then sleep; adapts the caller budget.
+  /// Any thread but the loop's: wait until op's slot is published (A1), by
+  /// the cross-CPU spin, the yield phase, then sleep; adapts the caller
+  /// budget. Touches op only until it sees the slot done.
   /// `cpu_tag`: current_cpu_tag() of the waiting thread, recently read.
-  void await_slot(completion_slot& s, std::chrono::steady_clock::time_point since,
+  void await_slot(root_op& op, std::chrono::steady_clock::time_point since,
                   std::uint32_t cpu_tag) noexcept;
   /// The loop's CPU tag while it runs, 0 while it yields or sleeps
   /// (Protocol: cross-CPU spin, loop.cpp).

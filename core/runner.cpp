@@ -116,9 +116,9 @@ std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
   return c.loop_.caller_spin();
 }
 
-void await_slot(runner_core& c, completion_slot& s, std::chrono::steady_clock::time_point since,
+void await_slot(runner_core& c, root_op& op, std::chrono::steady_clock::time_point since,
                 std::uint32_t cpu_tag) noexcept {
-  c.loop_.await_slot(s, since, cpu_tag);
+  c.loop_.await_slot(op, since, cpu_tag);
 }
 
 namespace {

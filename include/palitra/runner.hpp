@@ -366,7 +366,7 @@ private:
     op.stamp();
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
     // The wait is measured from the submit stamp: no clock read here.
-    detail::await_slot(*core_, op.slot_, op.submitted_at_, op.cpu_);
+    detail::await_slot(*core_, op, op.submitted_at_, op.cpu_);
     return detail::take_root(op, std::move(t), what);
   }
 
@@ -406,7 +406,7 @@ public:
     detail::check_not_loop_thread(core_, "palitra::future::get");
     if (!st_->slot_.is_done()) {
       detail::check_blocking_call(*core_, "palitra::future::get");
-      detail::await_slot(*core_, st_->slot_, std::chrono::steady_clock::now(),
+      detail::await_slot(*core_, *st_, std::chrono::steady_clock::now(),
                          detail::current_cpu_tag());
     }
     std::unique_ptr<state> s(std::exchange(st_, nullptr));

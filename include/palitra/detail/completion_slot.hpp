@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <type_traits>
 
 #include <palitra/detail/sync_policy.hpp>
 
@@ -74,8 +75,18 @@ public:
   /// by the time the first yield returns -- reads no clock here. Blocks: yes.
   wait_end wait_from(std::chrono::steady_clock::time_point since,
                      std::chrono::nanoseconds spin) noexcept {
+    if (spin <= spin.zero()) return wait_yielding(nullptr);
+    return wait_yielding([until = since + spin] { return Sync::now() < until; });
+  }
+
+  /// Caller: yield at least once, and again for as long as `keep()` (asked
+  /// after each yield that found no result) says so; then sleep on the word
+  /// until published (keeps I2). `nullptr`: sleep at once. Blocks: yes.
+  template <class Keep> wait_end wait_yielding(Keep&& keep) noexcept {
     if (is_done()) return wait_end::done;
-    if (yield_phase(since + spin, spin)) return wait_end::yielded;
+    if constexpr (!std::is_null_pointer_v<std::remove_cvref_t<Keep>>) {
+      if (yield_phase(keep)) return wait_end::yielded;
+    }
     announce_sleep();
     while (!is_done()) Sync::wait(state_, slot_waiting); // keeps I2
     return wait_end::slept;
@@ -112,7 +123,9 @@ public:
     const auto now = Sync::now();
     if (deadline <= now) return false;
     const auto budget = std::min<std::chrono::nanoseconds>(spin, deadline - now);
-    if (yield_phase(now + budget, budget)) return true;
+    if (budget > budget.zero() &&
+        yield_phase([until = now + budget] { return Sync::now() < until; }))
+      return true;
     // A timed-out waiter leaves the word at waiting: P1 then issues one
     // harmless wake.
     announce_sleep();
@@ -133,13 +146,11 @@ private:
   //
   // The result is checked before the clock: under load the first yield
   // usually returns to a published slot, and that path reads no clock.
-  bool yield_phase(std::chrono::steady_clock::time_point until,
-                   std::chrono::nanoseconds spin) const noexcept {
-    if (spin <= spin.zero()) return false;
+  template <class Keep> bool yield_phase(Keep&& keep) const noexcept {
     do {
       Sync::yield();
       if (is_done()) return true;
-    } while (Sync::now() < until);
+    } while (keep());
     return false;
   }
 

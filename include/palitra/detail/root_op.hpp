@@ -104,6 +104,11 @@ public:
   // heap_root<int> at 256 bytes, inside mimalloc's 256-byte size class
   // (bench/inflight.cpp measured 52 B per in-flight call more at 264).
   bool awaiting_cancel_pop_ = false; // loop-owned: ended, publish at the pop
+  // Shared, also in that padding: a hint for the waiting caller (loop.cpp,
+  // "queued calls"), set by the loop when it pops the op, read by the caller
+  // while it yields. relaxed both ways: it publishes nothing (the slot
+  // does), and the loop writes it before P1 like every other field (I3).
+  std::atomic<bool> accepted_{false};
 
   // ---- shared
   static constexpr std::uint32_t xc_idle = 0;

@@ -32,13 +32,13 @@ bool inherited(const runner_core& c) noexcept;
 void check_not_loop_thread(const runner_core* c, const char* what);
 /// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
-/// Wait until `s` is published (A1) -- a blocking call (run, gather) from
+/// Wait until op's slot is published (A1) -- a blocking call (run, gather) from
 /// its submit stamp `since`, or future::get from now: the cross-CPU spin
 /// while the loop runs on another CPU, then the slot's yield phase and
 /// sleep (core/loop.cpp, "adaptive spin"); adapts the caller budget.
 /// `cpu_tag`: current_cpu_tag() of this thread, recently read (a blocking
 /// call's stamp took one).
-void await_slot(runner_core& c, completion_slot& s, std::chrono::steady_clock::time_point since,
+void await_slot(runner_core& c, root_op& op, std::chrono::steady_clock::time_point since,
                 std::uint32_t cpu_tag) noexcept;
 
 /// After A1 on a cancelled/rejected op: throws the mapped error.
