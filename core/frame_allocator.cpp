@@ -28,8 +28,12 @@
 //   cache state per thread: fresh -> armed (the exit flusher is registered,
 //   on the first block cached) -> gone (the flusher ran: the thread is
 //   exiting; later frees bypass the cache).
+// Registering the flusher costs each thread one small calloc inside glibc
+// (__cxa_thread_atexit_impl), once, at its first cached frame: not a
+// steady-state allocation (tests/alloc counts after warm-up).
 #include <cstdlib>
 #include <new>
+#include <utility>
 
 #include <palitra/detail/frame_allocator.hpp>
 
@@ -83,6 +87,7 @@ struct frame_cache {
   void* block[cache_slots];
   std::size_t size[cache_slots];
   int n;
+  int victim; // the slot a full cache gives up next (round robin)
   unsigned char state;
 };
 // Trivially destructible and constant-initialised: its storage lives until
@@ -99,14 +104,13 @@ struct cache_flusher {
 };
 
 void arm_cache(frame_cache& c) noexcept {
-  try {
-    thread_local cache_flusher flusher; // registered for this thread's exit
-    static_cast<void>(&flusher);
-    c.state = frame_cache::armed;
-  } catch (...) {
-    // No memory to register the flusher: this thread does without a cache.
-    c.state = frame_cache::gone;
-  }
+  // Registers the flusher for this thread's exit. glibc allocates the
+  // registration and aborts the process if it cannot (it never throws). A
+  // thread that caches its first frame after its thread_local destructors
+  // ran (from a pthread_key destructor, say) leaks its at most 4 blocks.
+  thread_local cache_flusher flusher;
+  static_cast<void>(&flusher);
+  c.state = frame_cache::armed;
 }
 #endif
 
@@ -136,15 +140,20 @@ void* frame_alloc(std::size_t size) {
 void frame_free(void* p, std::size_t size) noexcept {
 #if defined(PALITRA_FRAME_ALLOCATOR_MIMALLOC)
   frame_cache& c = tl_cache;
-  if (p != nullptr && size <= frame_cache::cache_max_size && c.n < frame_cache::cache_slots &&
-      c.state != frame_cache::gone) {
+  if (p != nullptr && size <= frame_cache::cache_max_size && c.state != frame_cache::gone) {
     if (c.state == frame_cache::fresh) arm_cache(c);
-    if (c.state == frame_cache::armed) {
+    if (c.n < frame_cache::cache_slots) {
       c.block[c.n] = p;
       c.size[c.n] = size;
       ++c.n;
       return;
     }
+    // Full: the newest size replaces one in turn, so a thread that frees
+    // sizes it never allocates (the loop freeing spawned frames) does not
+    // keep its four slots useless for good.
+    std::swap(p, c.block[c.victim]);
+    c.size[c.victim] = size;
+    c.victim = (c.victim + 1) % frame_cache::cache_slots;
   }
   raw_free(p);
 #else

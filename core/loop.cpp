@@ -68,9 +68,8 @@ std::coroutine_handle<> root_op::on_task_done() noexcept {
 // ---- construction ----------------------------------------------------------
 
 loop::loop(const runner_options& o)
-    : caller_budget_(std::max<std::int64_t>(0, o.caller_spin.count())),
-      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), caller_spin_(o.caller_spin),
-      loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
+    : hints_(acquire_wait_hints(std::max<std::int64_t>(0, o.caller_spin.count()))),
+      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
       on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall) {}
 
 // ---- adaptive spin -----------------------------------------------------------
@@ -106,13 +105,62 @@ std::int64_t adapt(std::int64_t budget, std::int64_t ceiling, bool hit) noexcept
 }
 } // namespace
 
-void loop::note_caller_wait(bool hit) noexcept {
+namespace {
+void note_caller_wait(wait_hints& h, bool hit) noexcept {
   // relaxed: a heuristic; the store happens only on a change, so a loaded
   // runner whose calls all hit never writes this line.
-  const std::int64_t b = caller_budget_.load(std::memory_order_relaxed);
-  const std::int64_t n = adapt(b, caller_spin_.count(), hit);
-  if (n != b) caller_budget_.store(n, std::memory_order_relaxed);
+  const std::int64_t b = h.caller_budget.load(std::memory_order_relaxed);
+  const std::int64_t n = adapt(b, h.caller_ceiling.load(std::memory_order_relaxed), hit);
+  if (n != b) h.caller_budget.store(n, std::memory_order_relaxed);
 }
+
+// ---- wait hints ----------------------------------------------------------------
+//
+// A caller released by close() may still be in await_slot -- reading the
+// presence in its spin predicate, adapting the budget after its A1 -- when
+// another thread destroys the runner (close() then ~runner is the natural
+// order, as notify then ~condition_variable is for std::condition_variable).
+// So nothing a waiter reads may live in the runner: each loop takes a block
+// from this static pool, never freed, and gives it back when destroyed.
+// A late waiter then reads a free block or a later runner's: its budget or
+// presence is wrong for one wait, which costs at most one budget of yielding
+// or spinning and never correctness (the slot does not read them). Beyond
+// pool_size live runners, loops share one overflow block in which no
+// presence is advertised (their callers never spin; budgets are shared).
+constexpr std::size_t pool_size = 256;
+wait_hints g_hints[pool_size];
+std::atomic<bool> g_hints_taken[pool_size];
+wait_hints g_shared_hints{.shared = true};
+} // namespace
+
+wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) noexcept {
+  wait_hints* h = &g_shared_hints;
+  for (std::size_t i = 0; i < pool_size; ++i) {
+    bool expected = false;
+    // acquire: pairs with release_wait_hints' release store, so the last
+    // owner's writes to the block happen before ours.
+    if (!g_hints_taken[i].load(std::memory_order_relaxed) &&
+        g_hints_taken[i].compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                                  std::memory_order_relaxed)) {
+      h = &g_hints[i];
+      break;
+    }
+  }
+  // relaxed: hints (see above).
+  h->caller_ceiling.store(ceiling_ns, std::memory_order_relaxed);
+  h->caller_budget.store(ceiling_ns, std::memory_order_relaxed);
+  h->presence.store(0, std::memory_order_relaxed);
+  return *h;
+}
+
+void release_wait_hints(wait_hints& h) noexcept {
+  if (h.shared) return;
+  h.presence.store(0, std::memory_order_relaxed); // late waiters stop spinning
+  // release: pairs with the next acquire_wait_hints' CAS.
+  g_hints_taken[static_cast<std::size_t>(&h - g_hints)].store(false, std::memory_order_release);
+}
+
+loop::~loop() { release_wait_hints(hints_); }
 
 // ---- cross-CPU spin ------------------------------------------------------------
 //
@@ -126,13 +174,13 @@ void loop::note_caller_wait(bool hit) noexcept {
 //   - loop running on another CPU: the result comes without this CPU. A
 //     pause spin sees it within ~0.1 µs of the publish, where a yield costs
 //     a syscall and, with other threads runnable here, a context switch.
-// So the loop advertises where it is (presence_), and a caller spins only
+// So the loop advertises where it is (wait_hints::presence), and a caller spins only
 // while the loop is running on another CPU:
-//   presence_ = the loop's CPU tag (current_cpu_tag(), CPU + 1) while it
+//   presence = the loop's CPU tag (current_cpu_tag(), CPU + 1) while it
 //     runs: set by mark_running() at the start of every pass (a store only
 //     when it changed); 0 while it yields or sleeps (mark_away(), just
 //     before sched_yield or the reactor wait, until the next pass).
-//   caller: after submitting, if presence_ is neither 0 nor its own CPU's
+//   caller: after submitting, if presence is neither 0 nor its own CPU's
 //     tag, spin (completion_slot::spin_phase) while that stays true and the
 //     caller's budget (since the submit) lasts; then the yield phase and
 //     sleep as before. A caller that sees the loop leave (0) stops at once.
@@ -140,7 +188,7 @@ void loop::note_caller_wait(bool hit) noexcept {
 // pause instead of sched_yield when every blocking call of its last batch
 // came from another CPU (no waiter needs the loop's CPU), and yields
 // otherwise.
-// presence_ is a hint: it publishes nothing (relaxed), a stale value costs
+// The presence is a hint: it publishes nothing (relaxed), a stale value costs
 // at most one budget of spinning (the loop migrated or was preempted while
 // marked running), and neither the slot nor the sleep protocols read it.
 // On one CPU (taskset -c 0) every caller sees the loop's own tag or 0 and
@@ -151,21 +199,27 @@ std::uint64_t spin_hits_this_thread() noexcept { return tl_spin_hits; }
 
 void loop::mark_running() noexcept {
   const std::uint32_t c = current_cpu_tag();
-  // relaxed: see above; the loop is presence_'s only writer.
-  if (c != cpu_ || presence_.load(std::memory_order_relaxed) != c) {
-    cpu_ = c;
-    presence_.store(c, std::memory_order_relaxed);
-  }
+  cpu_ = c;
+  if (advertised_ == c || hints_.shared) return; // the overflow block: never advertise
+  advertised_ = c;
+  // relaxed: see above; the loop is its block's only presence writer.
+  hints_.presence.store(c, std::memory_order_relaxed);
 }
 
 void loop::mark_away() noexcept {
-  presence_.store(0, std::memory_order_relaxed); // relaxed: see above
+  if (advertised_ == 0) return; // a store only on a change: spinners poll this line
+  advertised_ = 0;
+  hints_.presence.store(0, std::memory_order_relaxed); // relaxed: see above
 }
 
-void loop::await_slot(root_op& op, clock::time_point since, std::uint32_t me) noexcept {
+void await_slot(wait_hints& h, root_op& op, clock::time_point since, std::uint32_t me) noexcept {
   completion_slot& s = op.slot_;
-  if (s.is_done()) return note_caller_wait(true);
-  const std::chrono::nanoseconds budget = caller_spin();
+  if (s.is_done()) return note_caller_wait(h, true);
+  // relaxed: hints (see "wait hints"); the slot's acquire load is what
+  // makes a result visible.
+  auto presence = [&h] { return h.presence.load(std::memory_order_relaxed); };
+  const std::chrono::nanoseconds budget(h.caller_budget.load(std::memory_order_relaxed));
+  const std::chrono::nanoseconds ceiling(h.caller_ceiling.load(std::memory_order_relaxed));
   if (budget > budget.zero()) {
     const std::uint32_t p = presence();
     if (p != 0 && p != me) {
@@ -179,7 +233,7 @@ void loop::await_slot(root_op& op, clock::time_point since, std::uint32_t me) no
       });
       if (done) {
         ++tl_spin_hits;
-        return note_caller_wait(true);
+        return note_caller_wait(h, true);
       }
     }
   }
@@ -196,7 +250,11 @@ void loop::await_slot(root_op& op, clock::time_point since, std::uint32_t me) no
     end = s.wait_yielding(nullptr);
   } else {
     const clock::time_point until = since + budget;
-    const clock::time_point cap = since + queued_cap_factor * caller_spin_;
+    // Saturated: runner_options::caller_spin may be near the int64 limit.
+    const auto cap_span = ceiling > std::chrono::nanoseconds::max() / queued_cap_factor
+                              ? std::chrono::nanoseconds(std::chrono::hours(24 * 365))
+                              : queued_cap_factor * ceiling;
+    const clock::time_point cap = since + cap_span;
     end = s.wait_yielding([&] {
       const auto now = clock::now();
       // relaxed: a hint (root_op.hpp).
@@ -205,8 +263,7 @@ void loop::await_slot(root_op& op, clock::time_point since, std::uint32_t me) no
   }
   // Only a wait that slept reads the clock: it has just paid for a futex
   // wake, so one more clock read is noise. A yield-phase finish is a hit.
-  note_caller_wait(end != wait_end::slept ||
-                   clock::now() - since <= caller_spin_);
+  note_caller_wait(h, end != wait_end::slept || clock::now() - since <= ceiling);
 }
 
 runner_stats loop::stats() const noexcept {
@@ -226,7 +283,8 @@ runner_stats loop::stats() const noexcept {
   s.start_latency_p99 = start_latency_.percentile(0.99);
   s.start_latency_max = start_latency_.max();
   s.stalls = stalls_.load(std::memory_order_relaxed);
-  s.caller_spin_budget = std::chrono::nanoseconds(caller_budget_.load(std::memory_order_relaxed));
+  s.caller_spin_budget =
+      std::chrono::nanoseconds(hints_.caller_budget.load(std::memory_order_relaxed));
   s.loop_spin_budget = std::chrono::nanoseconds(loop_budget_.load(std::memory_order_relaxed));
   return s;
 }
@@ -576,6 +634,7 @@ bool loop::try_finish_stop() noexcept {
     if (awaiting_cancel_ == 0 && sub_.producers() == 0 && sub_.queue_empty() &&
         ready_head_ == nullptr)
       break;
+    mark_away();
     sched_yield();
   }
   return true;
@@ -594,6 +653,7 @@ void loop::run() noexcept {
     fire_timers();
     if (stopping_ && registry_ == nullptr && ready_head_ == nullptr) {
       if (try_finish_stop()) break;
+      mark_away();
       sched_yield(); // a producer is between G1 and G3: let it finish
       continue;
     }

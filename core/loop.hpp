@@ -42,9 +42,29 @@ using submission_queue_t = basic_mpsc_queue<os_sync>;
 /// (loop.cpp), for tests: a thread-local count costs the call nothing shared.
 std::uint64_t spin_hits_this_thread() noexcept;
 
+/// What a waiting caller reads of its loop while it waits: the adaptive
+/// caller budget and its ceiling, and the loop's presence (cross-CPU spin).
+/// These blocks are never freed (a static pool, loop.cpp "wait hints"): a
+/// caller released by close() may still be reading them when the runner is
+/// destroyed, so they must outlive it. A block reused by a later runner only
+/// misleads a late reader's heuristics; it never corrupts anything.
+struct alignas(64) wait_hints {
+  std::atomic<std::int64_t> caller_budget{0};  ///< ns, adaptive (loop.cpp)
+  std::atomic<std::int64_t> caller_ceiling{0}; ///< ns, runner_options::caller_spin
+  std::atomic<std::uint32_t> presence{0};      ///< the loop's CPU tag, 0 when away
+  bool shared = false; ///< the overflow block: no presence is advertised in it
+};
+
+/// A block from the pool (or the shared overflow block), its budget and
+/// ceiling set to `ceiling_ns` and its presence to 0. Any thread.
+wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) noexcept;
+/// Back to the pool (the memory stays: late waiters may still read it).
+void release_wait_hints(wait_hints& h) noexcept;
+
 class loop {
 public:
   explicit loop(const runner_options& o); // throws palitra::error
+  ~loop();
   loop(const loop&) = delete;
   loop& operator=(const loop&) = delete;
 
@@ -65,23 +85,10 @@ public:
   /// The adaptive caller budget now (Protocol: adaptive spin, loop.cpp).
   std::chrono::nanoseconds caller_spin() const noexcept {
     // relaxed: a heuristic value, publishes nothing.
-    return std::chrono::nanoseconds(caller_budget_.load(std::memory_order_relaxed));
+    return std::chrono::nanoseconds(hints_.caller_budget.load(std::memory_order_relaxed));
   }
-  /// A blocking caller's wait ended: adapt the caller budget (any thread).
-  void note_caller_wait(bool hit) noexcept;
-  /// Any thread but the loop's: wait until op's slot is published (A1), by
-  /// the cross-CPU spin, the yield phase, then sleep; adapts the caller
-  /// budget. Touches op only until it sees the slot done.
-  /// `cpu_tag`: current_cpu_tag() of the waiting thread, recently read.
-  void await_slot(root_op& op, std::chrono::steady_clock::time_point since,
-                  std::uint32_t cpu_tag) noexcept;
-  /// The loop's CPU tag while it runs, 0 while it yields or sleeps
-  /// (Protocol: cross-CPU spin, loop.cpp).
-  std::uint32_t presence() const noexcept {
-    // relaxed: a hint that publishes nothing; the slot's acquire load is
-    // what makes a result visible.
-    return presence_.load(std::memory_order_relaxed);
-  }
+  /// This loop's wait hints (see wait_hints); valid for the process's life.
+  wait_hints& hints() const noexcept { return hints_; }
   void close_handles() noexcept { reactor_.close(); }
   int handle_count() const noexcept { return reactor_.handle_count(); }
 
@@ -130,14 +137,13 @@ private:
   reactor reactor_;
 
   // ---- counters: written by the loop only, read by stats()
-  // The adaptive budgets (ns). caller_budget_ is read by every blocking
-  // call and written only when it changes; presence_ (cross-CPU spin) is
-  // read by every blocking call and polled by spinning callers, and written
-  // by the loop only when it yields, sleeps, wakes or migrates. Both share a
-  // line of their own so the loop's counters do not bounce it; loop_budget_
-  // is the loop's own copy mirrored for stats().
-  alignas(64) std::atomic<std::int64_t> caller_budget_;
-  std::atomic<std::uint32_t> presence_{0};
+  // What waiting callers read (wait_hints): the caller budget, read by
+  // every blocking call and written only when it changes, and the presence,
+  // polled by spinning callers and written by the loop only when it yields,
+  // sleeps, wakes or migrates. A line of its own in a static pool, so the
+  // loop's counters do not bounce it and it outlives the runner.
+  wait_hints& hints_;
+  // The idle loop's adaptive budget (ns), the loop's own, mirrored for stats().
   alignas(64) std::atomic<std::int64_t> loop_budget_;
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
       in_flight_{0}, iterations_{0}, caller_wakes_{0}, queue_depth_{0}, max_queue_depth_{0}, stalls_{0};
@@ -152,7 +158,8 @@ private:
   root_op* finished_tail_ = nullptr;
   std::size_t awaiting_cancel_ = 0;
   bool stopping_ = false;
-  std::uint32_t cpu_ = 0; // the loop's CPU tag as of its last mark_running()
+  std::uint32_t cpu_ = 0;        // the loop's CPU tag as of its last mark_running()
+  std::uint32_t advertised_ = 0; // what it last stored in hints_.presence
   // Blocking calls of the last non-empty drain whose caller was on the
   // loop's CPU / on another one (cross-CPU spin: the idle phase polls
   // without yielding only when every waiter is remote).
@@ -160,7 +167,6 @@ private:
   std::uint32_t remote_waiters_ = 0;
 
   // ---- options (immutable after construction)
-  std::chrono::nanoseconds caller_spin_;
   std::chrono::nanoseconds loop_spin_;
   std::chrono::nanoseconds stall_threshold_;
   std::function<void(std::exception_ptr)> on_unhandled_;

@@ -116,9 +116,11 @@ std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
   return c.loop_.caller_spin();
 }
 
-void await_slot(runner_core& c, root_op& op, std::chrono::steady_clock::time_point since,
-                std::uint32_t cpu_tag) noexcept {
-  c.loop_.await_slot(op, since, cpu_tag);
+wait_hints& hints_of(const runner_core& c) noexcept { return c.loop_.hints(); }
+
+std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
+  // relaxed: a heuristic (core/loop.cpp, "wait hints").
+  return std::chrono::nanoseconds(h.caller_budget.load(std::memory_order_relaxed));
 }
 
 namespace {

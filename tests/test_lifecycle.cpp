@@ -1037,3 +1037,43 @@ TEST_CASE("exit: std::exit while other threads are mid-call exits 0", "[lifecycl
     REQUIRE(run_child_test("lifecycle child: exit while threads are mid-call") == 0);
   }
 }
+
+TEST_CASE("a runner destroyed right after close() while its callers are still returning",
+          "[lifecycle][close]") {
+  // close() releases every caller, then the owner destroys the runner at
+  // once (as with notify then ~condition_variable): a released caller still
+  // inside run() or future::get() must not touch the runner any more (the
+  // adaptive budget and the presence it reads live in a static pool for
+  // that reason, core/loop.cpp "wait hints"). ASan reports any access to
+  // the freed runner.
+  watchdog w(120s);
+  auto long_call = []() -> palitra::task<int> {
+    co_await palitra::sleep_for(30s);
+    co_return 1;
+  };
+  for (int round = 0; round < 40; ++round) {
+    auto r = std::make_unique<palitra::runner>();
+    palitra::runner* rp = r.get(); // the threads never read `r` itself
+    std::atomic<int> closed{0}, started{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        try {
+          started.fetch_add(1);
+          if (t % 2 == 0) {
+            static_cast<void>(rp->run(long_call));
+          } else {
+            auto f = rp->submit(long_call());
+            static_cast<void>(f.get());
+          }
+        } catch (const palitra::runner_closed_error&) {
+          closed.fetch_add(1);
+        }
+      });
+    while (started.load() < 4 || r->stats().in_flight < 4) std::this_thread::sleep_for(1ms);
+    r->close();
+    r.reset(); // at once: callers may still be between their wake and return
+    for (auto& t : ts) t.join();
+    REQUIRE(closed.load() == 4);
+  }
+}

@@ -364,9 +364,12 @@ private:
     detail::root_op op(h, h.promise(), detail::root_mode::blocking);
     if (deadline != nullptr) op.set_deadline(*deadline);
     op.stamp();
+    // Before the push: once published, the runner may be destroyed under
+    // us (close() then ~runner), so the wait reads only op and the hints.
+    detail::wait_hints& hints = detail::hints_of(*core_);
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
     // The wait is measured from the submit stamp: no clock read here.
-    detail::await_slot(*core_, op, op.submitted_at_, op.cpu_);
+    detail::await_slot(hints, op, op.submitted_at_, op.cpu_);
     return detail::take_root(op, std::move(t), what);
   }
 
@@ -380,11 +383,13 @@ private:
 template <class T> class future {
 public:
   future() noexcept = default;
-  future(future&& o) noexcept : core_(o.core_), st_(std::exchange(o.st_, nullptr)) {}
+  future(future&& o) noexcept
+      : core_(o.core_), hints_(o.hints_), st_(std::exchange(o.st_, nullptr)) {}
   future& operator=(future&& o) noexcept {
     if (this != &o) {
       reset();
       core_ = o.core_;
+      hints_ = o.hints_;
       st_ = std::exchange(o.st_, nullptr);
     }
     return *this;
@@ -406,7 +411,7 @@ public:
     detail::check_not_loop_thread(core_, "palitra::future::get");
     if (!st_->slot_.is_done()) {
       detail::check_blocking_call(*core_, "palitra::future::get");
-      detail::await_slot(*core_, *st_, std::chrono::steady_clock::now(),
+      detail::await_slot(*hints_, *st_, std::chrono::steady_clock::now(),
                          detail::current_cpu_tag());
     }
     std::unique_ptr<state> s(std::exchange(st_, nullptr));
@@ -420,7 +425,7 @@ public:
     detail::check_not_loop_thread(core_, "palitra::future::wait_for");
     if (st_->slot_.is_done()) return true;
     detail::check_blocking_call(*core_, "palitra::future::wait_for");
-    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*core_));
+    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*hints_));
   }
 
   /// True if the task has ended (get() will not block).
@@ -435,7 +440,8 @@ public:
 private:
   friend class runner;
   using state = detail::heap_root<T>;
-  future(detail::runner_core* c, state* s) noexcept : core_(c), st_(s) {}
+  future(detail::runner_core* c, state* s) noexcept
+      : core_(c), hints_(&detail::hints_of(*c)), st_(s) {}
 
   void require(const char* what) const {
     if (st_ == nullptr)
@@ -457,12 +463,13 @@ private:
         return;
       }
       detail::request_cancel(*core_, *s);
-      s->slot_.wait(detail::caller_spin(*core_));
+      s->slot_.wait(detail::caller_spin(*hints_));
     }
     delete s; // frame destroyed by the owned task
   }
 
   detail::runner_core* core_ = nullptr;
+  detail::wait_hints* hints_ = nullptr; // what a wait reads; outlives the runner
   state* st_ = nullptr;
 };
 

@@ -9,6 +9,9 @@
 namespace palitra::detail {
 
 class runner_core;
+/// What a waiting caller reads of its loop (core/loop.hpp): lives in a
+/// static pool, so it outlives the runner.
+struct wait_hints;
 
 /// Gate + push + wake elision. Throws runner_closed_error (naming `what`)
 /// when the runner is closed, closing, or inherited across fork(); nothing
@@ -32,13 +35,19 @@ bool inherited(const runner_core& c) noexcept;
 void check_not_loop_thread(const runner_core* c, const char* what);
 /// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
-/// Wait until op's slot is published (A1) -- a blocking call (run, gather) from
-/// its submit stamp `since`, or future::get from now: the cross-CPU spin
-/// while the loop runs on another CPU, then the slot's yield phase and
-/// sleep (core/loop.cpp, "adaptive spin"); adapts the caller budget.
+std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept;
+/// c's wait hints. Take them while c is certainly alive -- before the
+/// submission, or when a future is made -- and wait with them afterwards.
+wait_hints& hints_of(const runner_core& c) noexcept;
+/// Wait until op's slot is published (A1) -- a blocking call (run, gather)
+/// from its submit stamp `since`, or future::get from now: the cross-CPU
+/// spin while the loop runs on another CPU, then the slot's yield phase and
+/// sleep (core/loop.cpp, "cross-CPU spin", "adaptive spin"); adapts the
+/// caller budget. Touches only op and `h`, never the runner, so the runner
+/// may be destroyed once the slot is published (close() then ~runner).
 /// `cpu_tag`: current_cpu_tag() of this thread, recently read (a blocking
 /// call's stamp took one).
-void await_slot(runner_core& c, root_op& op, std::chrono::steady_clock::time_point since,
+void await_slot(wait_hints& h, root_op& op, std::chrono::steady_clock::time_point since,
                 std::uint32_t cpu_tag) noexcept;
 
 /// After A1 on a cancelled/rejected op: throws the mapped error.
