@@ -101,11 +101,7 @@ void check_not_loop_thread(const runner_core* c, const char* what) {
 }
 
 void check_blocking_call(const runner_core& c, const char* what) {
-  check_not_loop_thread(&c, what);
-  if (c.inherited())
-    throw runner_closed_error(std::string(what) +
-                              ": this runner was inherited across fork(); create a new runner "
-                              "in the child (the global runner is recreated automatically)");
+  check_blocking_wait(&c, wait_ref_of(c), what);
 }
 
 bool on_loop_thread(const runner_core& c) noexcept { return tl_core == &c; }
@@ -117,6 +113,18 @@ std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
 }
 
 wait_hints& hints_of(const runner_core& c) noexcept { return c.loop_.hints(); }
+
+wait_ref wait_ref_of(const runner_core& c) noexcept { return {&c.loop_.hints(), c.born()}; }
+
+bool inherited(const wait_ref& w) noexcept { return w.born != fork_generation(); }
+
+void check_blocking_wait(const runner_core* c, const wait_ref& w, const char* what) {
+  check_not_loop_thread(c, what);
+  if (inherited(w))
+    throw runner_closed_error(std::string(what) +
+                              ": this runner was inherited across fork(); create a new runner "
+                              "in the child (the global runner is recreated automatically)");
+}
 
 std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
   // relaxed: a heuristic (core/loop.cpp, "wait hints").

@@ -21,6 +21,7 @@ public:
   ~runner_core();
 
   bool inherited() const noexcept { return born_ != fork_generation(); }
+  std::uint32_t born() const noexcept { return born_; }
   bool closed() const noexcept { return inherited() || !loop_.accepting(); }
   void close();
   /// exit() on the loop thread itself: stop accepting, do not join.

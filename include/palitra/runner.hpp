@@ -383,13 +383,12 @@ private:
 template <class T> class future {
 public:
   future() noexcept = default;
-  future(future&& o) noexcept
-      : core_(o.core_), hints_(o.hints_), st_(std::exchange(o.st_, nullptr)) {}
+  future(future&& o) noexcept : core_(o.core_), w_(o.w_), st_(std::exchange(o.st_, nullptr)) {}
   future& operator=(future&& o) noexcept {
     if (this != &o) {
       reset();
       core_ = o.core_;
-      hints_ = o.hints_;
+      w_ = o.w_;
       st_ = std::exchange(o.st_, nullptr);
     }
     return *this;
@@ -410,8 +409,10 @@ public:
     // runner was closed and destroyed (close() publishes every call).
     detail::check_not_loop_thread(core_, "palitra::future::get");
     if (!st_->slot_.is_done()) {
-      detail::check_blocking_call(*core_, "palitra::future::get");
-      detail::await_slot(*hints_, *st_, std::chrono::steady_clock::now(),
+      // From here the call may be published at any moment, and the runner
+      // destroyed right after (close() then ~runner): touch only w_ and st_.
+      detail::check_blocking_wait(core_, w_, "palitra::future::get");
+      detail::await_slot(*w_.hints, *st_, std::chrono::steady_clock::now(),
                          detail::current_cpu_tag());
     }
     std::unique_ptr<state> s(std::exchange(st_, nullptr));
@@ -424,8 +425,8 @@ public:
     require("palitra::future::wait_for");
     detail::check_not_loop_thread(core_, "palitra::future::wait_for");
     if (st_->slot_.is_done()) return true;
-    detail::check_blocking_call(*core_, "palitra::future::wait_for");
-    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*hints_));
+    detail::check_blocking_wait(core_, w_, "palitra::future::wait_for"); // as in get()
+    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*w_.hints));
   }
 
   /// True if the task has ended (get() will not block).
@@ -440,8 +441,8 @@ public:
 private:
   friend class runner;
   using state = detail::heap_root<T>;
-  future(detail::runner_core* c, state* s) noexcept
-      : core_(c), hints_(&detail::hints_of(*c)), st_(s) {}
+  future(detail::runner_core* c, detail::wait_ref w, state* s) noexcept
+      : core_(c), w_(w), st_(s) {}
 
   void require(const char* what) const {
     if (st_ == nullptr)
@@ -453,7 +454,7 @@ private:
     state* s = std::exchange(st_, nullptr);
     if (s == nullptr) return;
     if (!s->slot_.is_done()) {
-      if (detail::inherited(*core_)) {
+      if (detail::inherited(w_)) {
         // A forked child: the loop thread that owns the op does not exist
         // here, so nothing can end it. Leak it rather than hang.
         return;
@@ -463,13 +464,13 @@ private:
         return;
       }
       detail::request_cancel(*core_, *s);
-      s->slot_.wait(detail::caller_spin(*hints_));
+      s->slot_.wait(detail::caller_spin(*w_.hints));
     }
     delete s; // frame destroyed by the owned task
   }
 
   detail::runner_core* core_ = nullptr;
-  detail::wait_hints* hints_ = nullptr; // what a wait reads; outlives the runner
+  detail::wait_ref w_; // what a wait reads instead of the runner (runner_core.hpp)
   state* st_ = nullptr;
 };
 
@@ -477,13 +478,18 @@ template <class T> future<T> runner::submit(task<T> t) {
   check_task(t, "palitra::runner::submit");
   auto* op = new detail::heap_root<T>(std::move(t), detail::root_mode::future);
   op->stamp();
+  // Everything the future needs is read before the push: once pushed, the
+  // call may be published and this runner destroyed (close() then ~runner)
+  // before we return, so not even this->core_ may be read afterwards.
+  detail::runner_core* const c = core_;
+  const detail::wait_ref w = detail::wait_ref_of(*c);
   try {
-    detail::submit_root(*core_, *op, "palitra::runner::submit");
+    detail::submit_root(*c, *op, "palitra::runner::submit");
   } catch (...) {
     delete op;
     throw;
   }
-  return future<T>(core_, op);
+  return future<T>(c, w, op);
 }
 
 } // namespace palitra

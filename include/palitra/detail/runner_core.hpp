@@ -37,8 +37,22 @@ void check_not_loop_thread(const runner_core* c, const char* what);
 std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
 std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept;
 /// c's wait hints. Take them while c is certainly alive -- before the
-/// submission, or when a future is made -- and wait with them afterwards.
+/// submission -- and wait with them afterwards.
 wait_hints& hints_of(const runner_core& c) noexcept;
+/// What a future keeps so that it can wait without touching its runner,
+/// which may be destroyed as soon as the call is published (close() then
+/// ~runner): the wait hints and the fork generation the runner was born in.
+struct wait_ref {
+  wait_hints* hints = nullptr;
+  std::uint32_t born = 0;
+};
+/// Take it before the submission, like hints_of().
+wait_ref wait_ref_of(const runner_core& c) noexcept;
+/// True in a forked child for a runner born before the fork; reads no runner.
+bool inherited(const wait_ref& w) noexcept;
+/// check_blocking_call without touching the runner: reentrancy by address
+/// (check_not_loop_thread), fork by w's generation.
+void check_blocking_wait(const runner_core* c, const wait_ref& w, const char* what);
 /// Wait until op's slot is published (A1) -- a blocking call (run, gather)
 /// from its submit stamp `since`, or future::get from now: the cross-CPU
 /// spin while the loop runs on another CPU, then the slot's yield phase and
