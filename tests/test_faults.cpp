@@ -231,6 +231,14 @@ TEST_CASE("fork() with calls in flight: the child gets a fresh global runner", "
 #if defined(PALITRA_TSAN)
   WARN("skipped under TSan: a multi-threaded fork child that starts threads dies (die_after_fork)");
   return;
+#elif defined(PALITRA_ASAN)
+  // clang 16's ASan does not lock its allocator around fork() (it installs
+  // pthread_atfork handlers only from LLVM 18, llvm-project PR #75290): if
+  // another thread is inside malloc at the fork, the child's first malloc
+  // deadlocks. Seen once in CI (the child hung; 15 of 15 local reruns
+  // passed). glibc's malloc is fork-safe, so the dev lanes keep this test.
+  WARN("skipped under ASan: clang 16's allocator is not fork-safe with other threads running");
+  return;
 #else
   watchdog w(60s);
   REQUIRE(palitra::run(leaf(1)) == 1);
