@@ -100,19 +100,9 @@ void check_not_loop_thread(const runner_core* c, const char* what) {
                            "co_await the task instead (or use another runner)");
 }
 
-void check_blocking_call(const runner_core& c, const char* what) {
-  check_blocking_wait(&c, wait_ref_of(c), what);
-}
-
 bool on_loop_thread(const runner_core& c) noexcept { return tl_core == &c; }
 
 bool inherited(const runner_core& c) noexcept { return c.inherited(); }
-
-std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept {
-  return c.loop_.caller_spin();
-}
-
-wait_hints& hints_of(const runner_core& c) noexcept { return c.loop_.hints(); }
 
 wait_ref wait_ref_of(const runner_core& c) noexcept { return {&c.loop_.hints(), c.born()}; }
 

@@ -358,18 +358,18 @@ private:
   template <class T>
   T run_root(task<T> t, const std::chrono::steady_clock::time_point* deadline,
              const char* what) {
-    detail::check_blocking_call(*core_, what);
+    // Taken first: once the call is pushed, the runner may be destroyed under
+    // us (close() then ~runner), so the wait reads only op and w.hints.
+    const detail::wait_ref w = detail::wait_ref_of(*core_);
+    detail::check_blocking_wait(core_, w, what);
     check_task(t, what);
     auto h = detail::task_access::handle(t);
     detail::root_op op(h, h.promise(), detail::root_mode::blocking);
     if (deadline != nullptr) op.set_deadline(*deadline);
     op.stamp();
-    // Before the push: once published, the runner may be destroyed under
-    // us (close() then ~runner), so the wait reads only op and the hints.
-    detail::wait_hints& hints = detail::hints_of(*core_);
     detail::submit_root(*core_, op, what); // on throw, t frees the frame
     // The wait is measured from the submit stamp: no clock read here.
-    detail::await_slot(hints, op, op.submitted_at_, op.cpu_);
+    detail::await_slot(*w.hints, op, op.submitted_at_, op.cpu_);
     return detail::take_root(op, std::move(t), what);
   }
 

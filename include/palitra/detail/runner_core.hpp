@@ -24,9 +24,6 @@ void request_cancel(runner_core& c, root_op& op) noexcept;
 /// A future dropped unwaited on the loop thread: the loop reclaims the op.
 void detach_on_loop(runner_core& c, root_op& op) noexcept;
 
-/// Throws reentrancy_error on the runner's loop thread and
-/// runner_closed_error in a forked child; `what` names the call.
-void check_blocking_call(const runner_core& c, const char* what);
 bool on_loop_thread(const runner_core& c) noexcept;
 /// True in a forked child for a runner created before the fork.
 bool inherited(const runner_core& c) noexcept;
@@ -34,11 +31,7 @@ bool inherited(const runner_core& c) noexcept;
 /// it is safe after the runner was destroyed.
 void check_not_loop_thread(const runner_core* c, const char* what);
 /// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
-std::chrono::nanoseconds caller_spin(const runner_core& c) noexcept;
 std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept;
-/// c's wait hints. Take them while c is certainly alive -- before the
-/// submission -- and wait with them afterwards.
-wait_hints& hints_of(const runner_core& c) noexcept;
 /// What a future keeps so that it can wait without touching its runner,
 /// which may be destroyed as soon as the call is published (close() then
 /// ~runner): the wait hints and the fork generation the runner was born in.
@@ -46,12 +39,12 @@ struct wait_ref {
   wait_hints* hints = nullptr;
   std::uint32_t born = 0;
 };
-/// Take it before the submission, like hints_of().
+/// Take it while c is certainly alive: before the submission.
 wait_ref wait_ref_of(const runner_core& c) noexcept;
 /// True in a forked child for a runner born before the fork; reads no runner.
 bool inherited(const wait_ref& w) noexcept;
-/// check_blocking_call without touching the runner: reentrancy by address
-/// (check_not_loop_thread), fork by w's generation.
+/// Throws reentrancy_error on c's loop thread (by address: check_not_loop_thread)
+/// and runner_closed_error in a forked child (by w's generation); reads no runner.
 void check_blocking_wait(const runner_core* c, const wait_ref& w, const char* what);
 /// Wait until op's slot is published (A1) -- a blocking call (run, gather)
 /// from its submit stamp `since`, or future::get from now: the cross-CPU
