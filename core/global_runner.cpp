@@ -30,16 +30,26 @@ struct global_state {
   std::vector<runner*> retired;   // guarded by mutex; reachable for LSan
 };
 
-// Allocated once and never destroyed (see the file comment).
-global_state& state() {
-  static global_state* s = new global_state;
-  return *s;
-}
+// Constant-initialised (no allocation, no init-order question: a run() from
+// another translation unit's static initialiser finds it ready) and never
+// destroyed (see the file comment): the union keeps its destructor from
+// running at exit.
+union never_destroyed {
+  global_state value;
+  constexpr never_destroyed() : value() {}
+  ~never_destroyed() {}
+};
+constinit never_destroyed g_state;
+
+global_state& state() noexcept { return g_state.value; }
 
 void reinit_after_fork() noexcept {
   // The child is single-threaded; a parent thread may have held the mutex at
-  // fork() time and will never release it here.
+  // fork() time and will never release it here, or may have been inside
+  // retired.push_back: start both afresh (the old vector's memory leaks,
+  // and the runners it listed are inherited ones, closed in the child).
   new (&state().mutex) std::mutex;
+  new (&state().retired) std::vector<runner*>;
 }
 
 void at_exit() noexcept {

@@ -3,11 +3,15 @@
 #include <sched.h>
 
 #include <cstdio>
+#include <cstdlib>
+
+#include <unistd.h>
 
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
 
 #include "loop.hpp"
+#include "runner_core.hpp"
 
 namespace palitra::detail {
 namespace {
@@ -68,9 +72,11 @@ std::coroutine_handle<> root_op::on_task_done() noexcept {
 // ---- construction ----------------------------------------------------------
 
 loop::loop(const runner_options& o)
-    : hints_(acquire_wait_hints(std::max<std::int64_t>(0, o.caller_spin.count()))),
-      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin), stall_threshold_(o.stall_threshold),
-      on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall) {}
+    : hints_(std::max<std::int64_t>(0, o.caller_spin.count())),
+      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin),
+      stall_threshold_(o.stall_threshold), close_warning_(o.close_warning),
+      on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall),
+      on_slow_close_(o.on_slow_close) {}
 
 // ---- adaptive spin -----------------------------------------------------------
 //
@@ -120,33 +126,61 @@ void note_caller_wait(wait_hints& h, bool hit) noexcept {
 // presence in its spin predicate, adapting the budget after its A1 -- when
 // another thread destroys the runner (close() then ~runner is the natural
 // order, as notify then ~condition_variable is for std::condition_variable).
-// So nothing a waiter reads may live in the runner: each loop takes a block
-// from this static pool, never freed, and gives it back when destroyed.
-// A late waiter then reads a free block or a later runner's: its budget or
-// presence is wrong for one wait, which costs at most one budget of yielding
-// or spinning and never correctness (the slot does not read them). Beyond
-// pool_size live runners, loops share one overflow block in which no
-// presence is advertised (their callers never spin; budgets are shared).
-constexpr std::size_t pool_size = 256;
-wait_hints g_hints[pool_size];
-std::atomic<bool> g_hints_taken[pool_size];
-wait_hints g_shared_hints{.shared = true};
-} // namespace
+// So nothing a waiter reads may live in the runner: each loop leases a block
+// from this pool, which is type-stable (blocks are never freed, only reused).
+//   block states: free (taken == false) -> leased (CAS, runner construction)
+//                 -> free (release, at the end of runner_core::close(), after
+//                 the join, or when the loop is destroyed unclosed).
+//   H1 A block is leased by at most one runner at a time (the CAS).
+//   H2 The pool is a push-only list of chunks (no pop, so no ABA); it grows
+//      by one chunk when no block is free, so every runner has a block of
+//      its own and its callers see its own ceiling and presence.
+//   H3 A late waiter that reads a block after its release reads a free or a
+//      later runner's block: its budget or presence is wrong for one wait,
+//      which costs at most one budget of yielding or spinning, never
+//      correctness (the slot does not read them).
+constexpr std::size_t chunk_blocks = 16;
+struct hint_chunk {
+  wait_hints blocks[chunk_blocks];
+  hint_chunk* next = nullptr; // immutable once published
+};
+// acquire/release: a chunk is published fully built (pairs with the loads
+// in acquire_wait_hints).
+std::atomic<hint_chunk*> g_chunks{nullptr};
+std::atomic<std::size_t> g_pool_size{0};
 
-wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) noexcept {
-  wait_hints* h = &g_shared_hints;
-  for (std::size_t i = 0; i < pool_size; ++i) {
-    bool expected = false;
-    // acquire: pairs with release_wait_hints' release store, so the last
-    // owner's writes to the block happen before ours.
-    if (!g_hints_taken[i].load(std::memory_order_relaxed) &&
-        g_hints_taken[i].compare_exchange_strong(expected, true, std::memory_order_acquire,
-                                                  std::memory_order_relaxed)) {
-      h = &g_hints[i];
-      break;
+wait_hints* try_lease(hint_chunk* head) noexcept {
+  for (hint_chunk* c = head; c != nullptr; c = c->next) {
+    for (wait_hints& h : c->blocks) {
+      bool expected = false;
+      // acquire: pairs with release_wait_hints' release store, so the last
+      // owner's writes to the block happen before ours (H1).
+      if (!h.taken.load(std::memory_order_relaxed) &&
+          h.taken.compare_exchange_strong(expected, true, std::memory_order_acquire,
+                                          std::memory_order_relaxed))
+        return &h;
     }
   }
-  // relaxed: hints (see above).
+  return nullptr;
+}
+} // namespace
+
+wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) {
+  // acquire: see g_chunks.
+  wait_hints* h = try_lease(g_chunks.load(std::memory_order_acquire));
+  if (h == nullptr) {
+    auto* fresh = new hint_chunk; // never freed (H2, H3)
+    h = &fresh->blocks[0];
+    h->taken.store(true, std::memory_order_relaxed); // not yet visible to anyone
+    hint_chunk* head = g_chunks.load(std::memory_order_relaxed);
+    do {
+      fresh->next = head;
+      // release: publishes the chunk's initialised blocks (g_chunks).
+    } while (!g_chunks.compare_exchange_weak(head, fresh, std::memory_order_release,
+                                             std::memory_order_relaxed));
+    g_pool_size.fetch_add(chunk_blocks, std::memory_order_relaxed); // a statistic
+  }
+  // relaxed: hints (H3).
   h->caller_ceiling.store(ceiling_ns, std::memory_order_relaxed);
   h->caller_budget.store(ceiling_ns, std::memory_order_relaxed);
   h->presence.store(0, std::memory_order_relaxed);
@@ -154,13 +188,25 @@ wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) noexcept {
 }
 
 void release_wait_hints(wait_hints& h) noexcept {
-  if (h.shared) return;
   h.presence.store(0, std::memory_order_relaxed); // late waiters stop spinning
-  // release: pairs with the next acquire_wait_hints' CAS.
-  g_hints_taken[static_cast<std::size_t>(&h - g_hints)].store(false, std::memory_order_release);
+  // release: pairs with the next lease's CAS (H1).
+  h.taken.store(false, std::memory_order_release);
 }
 
-loop::~loop() { release_wait_hints(hints_); }
+std::size_t wait_hints_pool_size() noexcept {
+  return g_pool_size.load(std::memory_order_relaxed);
+}
+
+void loop::close_handles() noexcept {
+  reactor_.close();
+  // relaxed: a counter for stats(); the join ordered the loop's last writes.
+  final_caller_budget_.store(hints_.get().caller_budget.load(std::memory_order_relaxed),
+                             std::memory_order_relaxed);
+  hints_.release();
+  timers_.release_memory();
+}
+
+loop::~loop() = default;
 
 // ---- cross-CPU spin ------------------------------------------------------------
 //
@@ -200,16 +246,16 @@ std::uint64_t spin_hits_this_thread() noexcept { return tl_spin_hits; }
 void loop::mark_running() noexcept {
   const std::uint32_t c = current_cpu_tag();
   cpu_ = c;
-  if (advertised_ == c || hints_.shared) return; // the overflow block: never advertise
+  if (advertised_ == c) return;
   advertised_ = c;
   // relaxed: see above; the loop is its block's only presence writer.
-  hints_.presence.store(c, std::memory_order_relaxed);
+  hints_.get().presence.store(c, std::memory_order_relaxed);
 }
 
 void loop::mark_away() noexcept {
   if (advertised_ == 0) return; // a store only on a change: spinners poll this line
   advertised_ = 0;
-  hints_.presence.store(0, std::memory_order_relaxed); // relaxed: see above
+  hints_.get().presence.store(0, std::memory_order_relaxed); // relaxed: see above
 }
 
 void await_slot(wait_hints& h, root_op& op, clock::time_point since, std::uint32_t me) noexcept {
@@ -283,8 +329,10 @@ runner_stats loop::stats() const noexcept {
   s.start_latency_p99 = start_latency_.percentile(0.99);
   s.start_latency_max = start_latency_.max();
   s.stalls = stalls_.load(std::memory_order_relaxed);
-  s.caller_spin_budget =
-      std::chrono::nanoseconds(hints_.caller_budget.load(std::memory_order_relaxed));
+  const std::int64_t final_budget = final_caller_budget_.load(std::memory_order_relaxed);
+  s.caller_spin_budget = std::chrono::nanoseconds(
+      final_budget >= 0 ? final_budget
+                        : hints_.get().caller_budget.load(std::memory_order_relaxed));
   s.loop_spin_budget = std::chrono::nanoseconds(loop_budget_.load(std::memory_order_relaxed));
   return s;
 }
@@ -455,6 +503,12 @@ void loop::publish(root_op& op) noexcept {
       return;
     }
   }
+  const bool loop_owned = op.mode_ == root_mode::spawned || op.detached_;
+  // The frame dies here, on the loop, before its caller is released: so no
+  // code of the call (its locals' and parameters' destructors included) can
+  // run after close() returned (root_op.hpp, ownership). First, because a
+  // result whose move constructor throws turns the call into a failed one.
+  if (!loop_owned) op.finish_(op, finish_step::harvest);
   // Leave the registry and count the call in exactly one bucket.
   if (op.reg_prev_ != nullptr)
     op.reg_prev_->reg_next_ = op.reg_next_;
@@ -470,10 +524,10 @@ void loop::publish(root_op& op) noexcept {
   }
   bump(in_flight_, -1);
 
-  if (op.mode_ == root_mode::spawned || op.detached_) {
+  if (loop_owned) {
     const bool report = op.mode_ == root_mode::spawned && op.kind_ == end_kind::failed;
     if (report) report_unhandled(op.promise_->exception());
-    op.reclaim_(&op); // frees the frame and the op, here on the loop
+    op.finish_(op, finish_step::reclaim); // frees the frame and the op, here on the loop
     return;
   }
   if (op.slot_.publish()) bump(caller_wakes_); // P1: the last access to op
@@ -525,6 +579,22 @@ void loop::resume(ready_item& it) noexcept {
     if (d > stall_threshold_) report_stall(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
   }
   tl_chain = nullptr;
+  if (fork_generation() != born_) [[unlikely]] leave_forked_child();
+}
+
+void loop::leave_forked_child() noexcept {
+  // A coroutine called fork() and the child came back here instead of
+  // calling exec or _exit. This thread is the child's only one, and every
+  // loop structure is a copy of the parent's: the queue and registry name
+  // callers that do not exist here, and the epoll instance and wake fd are
+  // shared with the parent, so a read of the wake fd could swallow the
+  // parent's wake-up. Touch none of it: leave at once, without exit
+  // handlers (they would close the parent's global runner state copy).
+  static constexpr char msg[] =
+      "palitra: fork() was called on a loop thread and the child returned to the "
+      "inherited loop; the child exits now (call exec or _exit in the child)\n";
+  [[maybe_unused]] const auto w = ::write(2, msg, sizeof msg - 1);
+  ::_exit(EXIT_FAILURE);
 }
 
 void loop::report_stall(std::chrono::nanoseconds d) noexcept {
@@ -621,6 +691,43 @@ void loop::begin_stop() noexcept {
   stopping_ = true;
   for (root_op* op = registry_; op != nullptr; op = op->reg_next_)
     if (op->started_) cancel_op(*op, end_reason::close);
+  if (close_warning_.count() > 0 && registry_ != nullptr) {
+    // A timer, so the report comes even while the loop sleeps (a task that
+    // swallowed cancelled_error and waits on something that never comes).
+    slow_close_timer_.deadline = clock::now() + close_warning_;
+    slow_close_timer_.fire = &on_slow_close;
+    slow_close_timer_.ctx = this;
+    try {
+      timers_.push(slow_close_timer_);
+    } catch (...) {
+      // No memory for the timer: the close goes on, unreported.
+    }
+  }
+}
+
+void loop::on_slow_close(void* ctx) noexcept {
+  auto& self = *static_cast<loop*>(ctx);
+  if (self.registry_ == nullptr) return;
+  try {
+    const std::vector<call_info> calls = self.snapshot_calls();
+    if (self.on_slow_close_) {
+      self.on_slow_close_(calls);
+      return;
+    }
+    std::fprintf(stderr,
+                 "palitra: close() has waited %.1f s for %zu call(s) to unwind; a task that "
+                 "catches cancelled_error without rethrowing keeps it waiting:\n",
+                 static_cast<double>(self.close_warning_.count()) / 1e9, calls.size());
+    for (const call_info& c : calls) {
+      const char* kind = c.kind == call_info::call_kind::blocking ? "blocking call"
+                         : c.kind == call_info::call_kind::future ? "submitted task"
+                                                                  : "spawned task";
+      std::fprintf(stderr, "palitra:   %s, %.3f s old\n", kind,
+                   static_cast<double>(c.age.count()) / 1e9);
+    }
+  } catch (...) {
+    // Out of memory or a throwing handler: nothing sensible is left to report to.
+  }
 }
 
 bool loop::try_finish_stop() noexcept {
@@ -640,7 +747,8 @@ bool loop::try_finish_stop() noexcept {
   return true;
 }
 
-void loop::run() noexcept {
+void loop::run(std::uint32_t born) noexcept {
+  born_ = born;
   // Model: stress/model/palitra.pml, process Loop (TAKE_ALL, REJECT_BATCH,
   // END_CALL, idle W1-W3, S2, final drain).
   tl_loop = this;
@@ -660,6 +768,7 @@ void loop::run() noexcept {
     if (ready_head_ != nullptr) continue;
     idle();
   }
+  timers_.erase(slow_close_timer_); // unfired: every call unwound in time
   PALITRA_ASSERT(timers_.empty(), "a timer outlived every call on a closed loop");
   mark_away();
   tl_loop = nullptr;

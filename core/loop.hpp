@@ -44,22 +44,52 @@ std::uint64_t spin_hits_this_thread() noexcept;
 
 /// What a waiting caller reads of its loop while it waits: the adaptive
 /// caller budget and its ceiling, and the loop's presence (cross-CPU spin).
-/// These blocks are never freed (a static pool, loop.cpp "wait hints"): a
-/// caller released by close() may still be reading them when the runner is
-/// destroyed, so they must outlive it. A block reused by a later runner only
-/// misleads a late reader's heuristics; it never corrupts anything.
+/// Type-stable: blocks come from a pool that grows and never frees (loop.cpp,
+/// "wait hints"), because a caller released by close() may still read its
+/// block after the runner was destroyed. A runner holds its block from its
+/// construction to the end of its close() (after the join), then the block
+/// serves the next runner; a late reader of a reused block only misleads its
+/// own heuristics for one wait, it never corrupts anything.
 struct alignas(64) wait_hints {
   std::atomic<std::int64_t> caller_budget{0};  ///< ns, adaptive (loop.cpp)
   std::atomic<std::int64_t> caller_ceiling{0}; ///< ns, runner_options::caller_spin
   std::atomic<std::uint32_t> presence{0};      ///< the loop's CPU tag, 0 when away
-  bool shared = false; ///< the overflow block: no presence is advertised in it
+  std::atomic<bool> taken{false};              ///< owned by a runner (the pool's flag)
+  wait_hints* next_in_pool = nullptr;          ///< immutable once linked
 };
 
-/// A block from the pool (or the shared overflow block), its budget and
-/// ceiling set to `ceiling_ns` and its presence to 0. Any thread.
-wait_hints& acquire_wait_hints(std::int64_t ceiling_ns) noexcept;
+/// A free block of the pool (the pool grows by one chunk when none is free),
+/// its budget and ceiling set to `ceiling_ns` and its presence to 0. Any
+/// thread. Throws std::bad_alloc when the pool must grow and cannot.
+wait_hints& acquire_wait_hints(std::int64_t ceiling_ns);
 /// Back to the pool (the memory stays: late waiters may still read it).
 void release_wait_hints(wait_hints& h) noexcept;
+/// Blocks ever made (tests: a create/close cycle must not grow the pool).
+std::size_t wait_hints_pool_size() noexcept;
+
+/// Owns one block of the pool from construction until release() or
+/// destruction, whichever comes first (keeps the block from leaking when a
+/// later member of the loop throws in its constructor).
+class wait_hints_lease {
+public:
+  explicit wait_hints_lease(std::int64_t ceiling_ns) : h_(&acquire_wait_hints(ceiling_ns)) {}
+  ~wait_hints_lease() { release(); }
+  wait_hints_lease(const wait_hints_lease&) = delete;
+  wait_hints_lease& operator=(const wait_hints_lease&) = delete;
+  wait_hints& get() const noexcept { return *h_; }
+  /// Loop owner only, after the loop thread ended. Idempotent.
+  void release() noexcept {
+    if (!released_) {
+      released_ = true;
+      release_wait_hints(*h_);
+    }
+  }
+  bool released() const noexcept { return released_; }
+
+private:
+  wait_hints* h_; // never null; kept after release (late readers tolerate it)
+  bool released_ = false;
+};
 
 class loop {
 public:
@@ -68,8 +98,9 @@ public:
   loop(const loop&) = delete;
   loop& operator=(const loop&) = delete;
 
-  /// The loop thread's body; returns after S2 and the final drain.
-  void run() noexcept;
+  /// The loop thread's body; returns after S2 and the final drain. `born`:
+  /// the fork generation of the runner (a forked child never runs it).
+  void run(std::uint32_t born) noexcept;
 
   // ---- any thread
   /// G1..G3. false if the runner is not running (nothing was pushed).
@@ -85,11 +116,14 @@ public:
   /// The adaptive caller budget now (Protocol: adaptive spin, loop.cpp).
   std::chrono::nanoseconds caller_spin() const noexcept {
     // relaxed: a heuristic value, publishes nothing.
-    return std::chrono::nanoseconds(hints_.caller_budget.load(std::memory_order_relaxed));
+    return std::chrono::nanoseconds(hints_.get().caller_budget.load(std::memory_order_relaxed));
   }
-  /// This loop's wait hints (see wait_hints); valid for the process's life.
-  wait_hints& hints() const noexcept { return hints_; }
-  void close_handles() noexcept { reactor_.close(); }
+  /// This loop's wait hints (see wait_hints); the memory is valid for the
+  /// process's life, the ownership ends with close_handles().
+  wait_hints& hints() const noexcept { return hints_.get(); }
+  /// After the loop thread ended (runner_core::close): the reactor's handles,
+  /// the wait-hint block and the timer heap's memory go back.
+  void close_handles() noexcept;
   int handle_count() const noexcept { return reactor_.handle_count(); }
 
   // ---- loop thread
@@ -106,6 +140,7 @@ public:
 
 private:
   static void on_root_timeout(void* ctx) noexcept;
+  static void on_slow_close(void* ctx) noexcept;
 
   struct waker {
     loop* self;
@@ -114,6 +149,7 @@ private:
   void accept(root_op& op) noexcept;
   void report_stall(std::chrono::nanoseconds d) noexcept;
   void resume(ready_item& it) noexcept;
+  [[noreturn]] static void leave_forked_child() noexcept;
   void cancel_op(root_op& op, end_reason why) noexcept;
   void publish(root_op& op) noexcept;
   void publish_finished() noexcept;
@@ -142,7 +178,10 @@ private:
   // polled by spinning callers and written by the loop only when it yields,
   // sleeps, wakes or migrates. A line of its own in a static pool, so the
   // loop's counters do not bounce it and it outlives the runner.
-  wait_hints& hints_;
+  wait_hints_lease hints_;
+  // The caller budget when hints_ was released: stats() of a closed runner
+  // reports this, not whatever the block's next owner writes. -1 while open.
+  std::atomic<std::int64_t> final_caller_budget_{-1};
   // The idle loop's adaptive budget (ns), the loop's own, mirrored for stats().
   alignas(64) std::atomic<std::int64_t> loop_budget_;
   std::atomic<std::uint64_t> submitted_{0}, completed_{0}, failed_{0}, cancelled_{0},
@@ -158,6 +197,7 @@ private:
   root_op* finished_tail_ = nullptr;
   std::size_t awaiting_cancel_ = 0;
   bool stopping_ = false;
+  std::uint32_t born_ = 0; // fork generation of the runner (leave_forked_child)
   std::uint32_t cpu_ = 0;        // the loop's CPU tag as of its last mark_running()
   std::uint32_t advertised_ = 0; // what it last stored in hints_.presence
   // Blocking calls of the last non-empty drain whose caller was on the
@@ -169,8 +209,11 @@ private:
   // ---- options (immutable after construction)
   std::chrono::nanoseconds loop_spin_;
   std::chrono::nanoseconds stall_threshold_;
+  std::chrono::nanoseconds close_warning_;
   std::function<void(std::exception_ptr)> on_unhandled_;
   std::function<void(std::chrono::nanoseconds)> on_stall_;
+  std::function<void(const std::vector<call_info>&)> on_slow_close_;
+  timer_node slow_close_timer_; // armed by begin_stop when calls are in flight
   std::chrono::steady_clock::time_point drain_time_{}; // of the current batch
 };
 

@@ -1,5 +1,35 @@
 // palitra — runner_core: what a runner owns (loop, thread) and its
-// process-lifecycle state (fork generation).
+// process-lifecycle state.
+//
+// ---------------------------------------------------------------------------
+// Protocol: the runner lifecycle (runner_state, derived from the fields below)
+//   starting  -> running   constructor: the loop thread stores started_ (L1)
+//                          and the constructor returns only after seeing it.
+//   running   -> closing   request_stop() (S1, submission.hpp), any thread:
+//                          close(), abandon(), or the global runner's exit
+//                          handler. From here every submission is refused
+//                          and the loop cancels every call (loop.cpp, stop
+//                          sequence).
+//   closing   -> joined    close(), under join_mutex_: joins the thread (the
+//                          loop passed S2 and its final drain, so no call is
+//                          left and no code of any call runs any more), then
+//                          releases the reactor, the wait-hint block and the
+//                          timer memory (L2). Concurrent closers wait on the
+//                          mutex and return after the join too.
+//   closing   -> abandoned abandon(), on the loop thread inside exit(): the
+//                          thread cannot join itself; it is never joined.
+//   any       -> inherited in a forked child (born_ != fork_generation()):
+//                          the thread does not exist there; close() and the
+//                          destructor return at once, every entry throws
+//                          runner_closed_error, nothing is released (L3).
+// Invariants:
+//   L1 started_ is a member, not a constructor local: the loop thread may
+//      still be inside notify_one() when the constructor has returned.
+//   L2 Only the thread that joined releases; joined_ and abandoned_ are
+//      written under join_mutex_, so a close() racing an abandon() sees one.
+//   L3 A runner's id_ is unique in the process and never reused; checks
+//      that must survive the runner (reentrancy) compare ids, not addresses.
+// ---------------------------------------------------------------------------
 #pragma once
 
 #include <atomic>
@@ -22,6 +52,7 @@ public:
 
   bool inherited() const noexcept { return born_ != fork_generation(); }
   std::uint32_t born() const noexcept { return born_; }
+  std::uint64_t id() const noexcept { return id_; }
   bool closed() const noexcept { return inherited() || !loop_.accepting(); }
   void close();
   /// exit() on the loop thread itself: stop accepting, do not join.
@@ -31,9 +62,12 @@ public:
 
 private:
   std::uint32_t born_;
-  std::mutex join_mutex_; // close() only: concurrent closers wait for the join
+  std::uint64_t id_;
+  std::atomic<std::uint32_t> started_{0}; // L1
+  std::mutex join_mutex_;                 // L2
   std::thread thread_;
-  bool joined_ = false;
+  bool joined_ = false;    // guarded by join_mutex_
+  bool abandoned_ = false; // guarded by join_mutex_
 };
 
 } // namespace palitra::detail

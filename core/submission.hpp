@@ -9,9 +9,15 @@
 // Protocol 1: the lifecycle gate (gate_). One 64-bit word:
 //   bits 0-1: lifecycle state   gate_running -> gate_stopping -> gate_stopped
 //   bits 2- : producers inside the gate (between G1 and G3)
-//   G1 producer (submit): fetch_add(one) (acquire, pairs with S1/S2: a
-//      producer that saw running may use the loop). If the state it read is
-//      not running, fetch_sub and report closed: nothing was pushed.
+//   G0 producer (submit): a relaxed read; not running -> report closed
+//      without touching the count (A8: retrying producers cannot starve S2).
+//   G1 producer: fetch_add(one). If the state it read is not running,
+//      fetch_sub and report closed: nothing was pushed. Safety rests on
+//      gate_'s modification order (a producer whose add comes after S1 in
+//      it sees stopping; one whose add comes before is counted, and S2
+//      waits for it), plus G3(release) -> S2(acquire) for the push; the
+//      acquire on G1 is kept so the producer's later reads of the loop's
+//      fields are ordered after a running runner was observed.
 //   G2 producer: push the node (Q1), then the wake check (W2).
 //   G3 producer: fetch_sub(one) (release: its push and wake happen before
 //      the loop's S2 reads the count 0).
@@ -71,6 +77,11 @@ public:
 
   /// G1..G3. false if not running (nothing was pushed).
   template <class Wake> bool submit(queue_node& n, Wake&& wake) noexcept {
+    // G0, relaxed: a plain read first, so a storm of producers retrying on a
+    // stopping runner never touches the count and cannot keep S2 from
+    // passing (libuv's uv_async_send reads `pending` first for the same
+    // reason). Only a hint: G1 decides.
+    if ((gate_.load(std::memory_order_relaxed) & gate_state_mask) != gate_running) return false;
     // G1, acquire: see Protocol 1.
     const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
     if ((g & gate_state_mask) != gate_running) {

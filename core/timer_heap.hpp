@@ -17,6 +17,8 @@ class timer_heap {
 public:
   bool empty() const noexcept { return heap_.empty(); }
   std::size_t size() const noexcept { return heap_.size(); }
+  /// Give the heap's capacity back (an empty heap of a closed loop).
+  void release_memory() noexcept { std::vector<timer_node*>().swap(heap_); }
   timer_node* top() const noexcept { return heap_.empty() ? nullptr : heap_.front(); }
 
   /// Arm `t` (must not be armed). Throws std::bad_alloc if the heap grows.

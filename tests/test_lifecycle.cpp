@@ -1077,3 +1077,188 @@ TEST_CASE("a runner destroyed right after close() while its callers are still re
     REQUIRE(closed.load() == 4);
   }
 }
+
+// ---- review 2026-12-07: A1, A7, A8, A9, A11 -------------------------------------
+
+TEST_CASE("in_flight_calls racing close() then the runner's destruction",
+          "[lifecycle][close]") {
+  // A1: in_flight_calls() waited on its answer through the runner it had
+  // pushed to; close() then ~runner could free that runner first. ASan
+  // reports any such access.
+  watchdog w(120s);
+  for (int round = 0; round < 40; ++round) {
+    auto r = std::make_unique<palitra::runner>();
+    palitra::runner* rp = r.get();
+    std::atomic<int> started{0};
+    std::atomic<bool> closing{false};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 3; ++t)
+      ts.emplace_back([&] {
+        started.fetch_add(1);
+        // Each call starts while the runner is certainly alive (the main
+        // thread waits for `closing` to be seen before it destroys it).
+        while (!closing.load()) (void)rp->in_flight_calls();
+        (void)rp->in_flight_calls();
+      });
+    while (started.load() < 3) std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(2ms);
+    closing.store(true);
+    r->close();
+    for (auto& t : ts) t.join();
+    r.reset();
+  }
+}
+
+namespace {
+// A function-local static first built by a coroutine, after the global
+// runner's first use: exit() destroys it before the runner's exit handler.
+struct lazy_resource {
+  std::atomic<bool> alive{true};
+  ~lazy_resource() { alive.store(false); }
+};
+lazy_resource& lazy() {
+  static lazy_resource r;
+  return r;
+}
+
+palitra::task<void> uses_lazy_static() {
+  for (;;) {
+    try {
+      if (!lazy().alive.load()) _exit(3);
+      co_await palitra::sleep_for(1ms);
+    } catch (const palitra::cancelled_error&) {
+      if (!lazy().alive.load()) _exit(3); // unwinding after the static died
+      throw;
+    }
+  }
+}
+
+void lazy_static_child(bool guarded) {
+  {
+    std::unique_ptr<palitra::runtime_guard> guard;
+    if (guarded) guard = std::make_unique<palitra::runtime_guard>();
+    if (palitra::run(add(1, 2)) != 3) _exit(20);
+    palitra::global_runner().spawn(uses_lazy_static());
+    std::this_thread::sleep_for(20ms);
+  } // the guard closes the runner here
+  std::exit(0);
+}
+} // namespace
+
+TEST_CASE("lifecycle child: a lazy static used by a spawned task with runtime_guard", "[.child]") {
+  if (in_child()) lazy_static_child(true);
+}
+TEST_CASE("lifecycle child: a lazy static used by a spawned task without a guard", "[.child]") {
+  if (in_child()) lazy_static_child(false);
+}
+
+TEST_CASE("exit: runtime_guard closes the global runner before statics are destroyed",
+          "[lifecycle][exit]") {
+  // A7: without the guard the exit handler runs after the lazy static's
+  // destructor, and the task sees it dead (status 3); with it, never.
+  watchdog w(60s);
+  REQUIRE(run_child_test("lifecycle child: a lazy static used by a spawned task, with "
+                         "runtime_guard") == 0);
+  REQUIRE(run_child_test("lifecycle child: a lazy static used by a spawned task without a guard") ==
+          3);
+}
+
+TEST_CASE("close returns while many threads keep retrying rejected submissions",
+          "[lifecycle][close]") {
+  // A8: rejected producers used to enter the gate's count before reading
+  // the state, so a storm of retries could keep S2 from ever seeing zero.
+  watchdog w(60s);
+  palitra::runner r;
+  std::atomic<bool> stop{false};
+  std::atomic<long> rejected{0}, posted{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        try {
+          r.post([] {});
+          posted.fetch_add(1, std::memory_order_relaxed);
+        } catch (const palitra::runner_closed_error&) {
+          rejected.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    });
+  while (posted.load() < 1000) std::this_thread::sleep_for(1ms);
+  r.close(); // the watchdog turns a starved S2 into a failure
+  while (rejected.load() < 10000) std::this_thread::sleep_for(1ms);
+  stop.store(true);
+  for (auto& t : ts) t.join();
+  REQUIRE(r.closed());
+}
+
+TEST_CASE("fork: a child forked on the loop thread leaves instead of running the inherited loop",
+          "[lifecycle][fork]") {
+  // A9: the child used to return into a copy of the loop that shares the
+  // parent's epoll instance and wake fd (it could swallow the parent's
+  // wake-up) and slept there forever.
+  SKIP_FORK_UNDER_TSAN();
+  watchdog w(60s);
+  palitra::runner r;
+  const pid_t pid = r.run([]() -> palitra::task<int> {
+    co_await palitra::yield();
+    co_return static_cast<int>(fork()); // the child returns 0 into the loop
+  });
+  REQUIRE(pid > 0);
+  REQUIRE(wait_child(pid) == EXIT_FAILURE);
+  // The parent's loop sleeps, then is woken as usual.
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(5ms);
+    REQUIRE(r.run(add(i, 1)) == i + 1);
+  }
+}
+
+namespace {
+// An awaitable of a foreign library that knows nothing of cancellation: it
+// resumes only when someone schedules it (here: the slow-close report).
+std::coroutine_handle<> g_stuck;
+palitra::detail::ready_item g_stuck_item;
+struct ignores_cancellation {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) noexcept { g_stuck = h; }
+  void await_resume() const noexcept {}
+};
+} // namespace
+
+TEST_CASE("close: calls that do not unwind are reported after close_warning",
+          "[lifecycle][close]") {
+  // A11: close() waits for every call (returning earlier would let their
+  // code run on after it), but says which calls it waits for.
+  watchdog w(60s);
+  std::atomic<int> reports{0};
+  std::vector<palitra::call_info> seen;
+  palitra::runner_options o;
+  o.close_warning = 50ms;
+  o.on_slow_close = [&](const std::vector<palitra::call_info>& calls) {
+    seen = calls;
+    reports.fetch_add(1);
+    g_stuck_item.handle = g_stuck; // let it go now
+    palitra::detail::schedule(*palitra::detail::current_loop(), g_stuck_item);
+  };
+  palitra::runner r(o);
+  auto f = r.submit([]() -> palitra::task<int> {
+    co_await ignores_cancellation{};
+    co_return 5;
+  }());
+  while (r.stats().in_flight < 1) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(5ms);
+  const auto t0 = steady::now();
+  r.close();
+  REQUIRE(steady::now() - t0 >= 50ms);
+  REQUIRE(reports.load() == 1);
+  REQUIRE(seen.size() == 1);
+  REQUIRE(seen[0].kind == palitra::call_info::call_kind::future);
+  REQUIRE(seen[0].cancelling);
+  REQUIRE(f.get() == 5); // it finished with a value before it was released
+
+  // A close whose calls unwind at once reports nothing.
+  palitra::runner q(o);
+  auto g = q.submit(palitra_test::sleeper(palitra_test::marker(*new palitra_test::event_log, "s")));
+  q.close();
+  REQUIRE(reports.load() == 1);
+  REQUIRE_THROWS_AS(g.get(), palitra::runner_closed_error);
+}

@@ -25,6 +25,30 @@ bool is_runner_alive() noexcept;
 /// one. Idempotent, thread-safe. Throws: reentrancy_error on its loop thread.
 void shutdown_global_runner();
 
+/// Closes the global runner when `main` leaves its scope (tokio's
+/// `#[tokio::main]`). Without it the runner is closed by an atexit handler
+/// registered at its first use; function-local statics built after that
+/// (a logger or cache first touched by a coroutine) are destroyed *before*
+/// that handler runs, while spawned tasks may still use them. Declare one at
+/// the top of `main`: the runner is then closed, its spawned tasks cancelled
+/// and awaited, before `main` returns and any static is destroyed.
+/// Thread: the thread that runs `main`. Blocks: the destructor, until the
+/// runner is closed (runner::close). Not copyable or movable.
+class runtime_guard {
+public:
+  runtime_guard() noexcept = default;
+  ~runtime_guard() {
+    try {
+      shutdown_global_runner();
+    } catch (...) {
+      // Only reentrancy_error (a guard destroyed on the loop thread): the
+      // atexit handler still closes the runner.
+    }
+  }
+  runtime_guard(const runtime_guard&) = delete;
+  runtime_guard& operator=(const runtime_guard&) = delete;
+};
+
 /// runner::run on the global runner.
 template <class T> T run(task<T> t) { return global_runner().run(std::move(t)); }
 template <class T, class Rep, class Period>

@@ -27,6 +27,15 @@
 
 namespace palitra {
 
+/// One call in flight, as runner::in_flight_calls() reports it.
+struct call_info {
+  enum class call_kind { blocking, future, spawned };
+  call_kind kind = call_kind::blocking;
+  std::thread::id caller;       ///< the thread that submitted it
+  std::chrono::nanoseconds age{0}; ///< since it was submitted
+  bool cancelling = false;      ///< cancellation was requested (timeout, cancel, close)
+};
+
 /// Options of a runner. Defaults are documented with the measurements behind
 /// them in README.md ("Tuning").
 struct runner_options {
@@ -52,6 +61,15 @@ struct runner_options {
   /// Receives each stall's duration, on the loop thread. Empty: one line on
   /// stderr.
   std::function<void(std::chrono::nanoseconds)> on_stall;
+  /// close() waits until every call has unwound, however long that takes: a
+  /// task that swallows cancelled_error in a loop keeps it waiting (returning
+  /// earlier would let the task's code run after close(), which §4 of the
+  /// contract forbids). When it has waited this long, the calls still in
+  /// flight are reported once, so such a task can be found. 0: never.
+  std::chrono::nanoseconds close_warning = std::chrono::seconds(10);
+  /// Receives that report on the loop thread. Empty: one line on stderr per
+  /// call (kind, submitting thread, age).
+  std::function<void(const std::vector<call_info>&)> on_slow_close;
 };
 
 /// Counters of a runner. An accepted call ends in exactly one of completed,
@@ -89,17 +107,37 @@ struct runner_stats {
   std::chrono::nanoseconds loop_spin_budget{0};
 };
 
-/// One call in flight, as runner::in_flight_calls() reports it.
-struct call_info {
-  enum class call_kind { blocking, future, spawned };
-  call_kind kind = call_kind::blocking;
-  std::thread::id caller;       ///< the thread that submitted it
-  std::chrono::nanoseconds age{0}; ///< since it was submitted
-  bool cancelling = false;      ///< cancellation was requested (timeout, cancel, close)
-};
-
 template <class T> class future;
 class runner;
+
+namespace detail {
+struct token_link;
+/// future::get_cancel_token and the future's end (non-template, runner.cpp).
+std::shared_ptr<token_link> make_token_link(runner_core& c, root_op& op, const wait_ref& w);
+void unlink_token(token_link& l) noexcept;
+} // namespace detail
+
+/// Cancels a submitted task from any thread: the thread-safe counterpart of
+/// future::cancel (Python's Future.cancel from a watchdog while another
+/// thread waits in get()). Copyable; made by future::get_cancel_token().
+/// Thread: any, also while the future's owner is inside get() or wait_for().
+/// Lifetime: outlives its future safely; once the task has ended or its
+/// future has let go of it, cancel() does nothing.
+class cancel_token {
+public:
+  cancel_token() noexcept = default;
+  /// Request cancellation; the task sees cancelled_error at its next
+  /// cancellation point. Never blocks (a short lock against the future's
+  /// own end), never throws.
+  void cancel() const noexcept;
+  /// False for a default-constructed token.
+  explicit operator bool() const noexcept { return static_cast<bool>(link_); }
+
+private:
+  template <class T> friend class future;
+  explicit cancel_token(std::shared_ptr<detail::token_link> l) noexcept : link_(std::move(l)) {}
+  std::shared_ptr<detail::token_link> link_;
+};
 
 namespace detail {
 
@@ -107,10 +145,13 @@ struct runner_internals {
   static void abandon(runner& r) noexcept;
 };
 
+// The stored arguments reach the callable as rvalues, as std::thread passes
+// them, so it may take move-only arguments by value; the callable itself is
+// invoked as an lvalue (it lives in the frame for the coroutine's life).
 template <class F, class... Args>
 concept task_factory =
-    std::invocable<std::decay_t<F>&, std::decay_t<Args>&...> &&
-    is_task_v<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>>;
+    std::invocable<std::decay_t<F>&, std::decay_t<Args>...> &&
+    is_task_v<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>;
 
 template <class D> struct is_duration : std::false_type {};
 template <class R, class P> struct is_duration<std::chrono::duration<R, P>> : std::true_type {};
@@ -133,10 +174,11 @@ concept gather_args =
       return ((++i, is_task_v<A> || (i == n && is_duration_v<A>)) && ...);
     }());
 
-/// `f(args...)` in a frame that owns f and args for the coroutine's life.
+/// `f(std::move(args)...)` in a frame that owns f and args for the
+/// coroutine's life (the callable's own coroutine may refer to either).
 template <class F, class... Args>
-std::invoke_result_t<F&, Args&...> invoke_in_frame(F f, Args... args) {
-  co_return co_await std::invoke(f, args...);
+std::invoke_result_t<F&, Args...> invoke_in_frame(F f, Args... args) {
+  co_return co_await std::invoke(f, std::move(args)...);
 }
 
 /// now + d, saturating (a huge timeout means "no practical deadline").
@@ -149,15 +191,14 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, 
   return now + std::chrono::ceil<clock::duration>(d);
 }
 
-/// After A1 on a root op: moves the result out, destroys the frame (before
-/// the caller sees the value or the error: guarantee 3), maps cancellation.
-template <class T> T take_root(root_op& op, task<T>&& t, const char* what) {
-  task<T> owned = std::move(t); // destroyed after the return value is built
-  if (op.kind_ == end_kind::cancelled || op.kind_ == end_kind::rejected) {
-    owned = task<T>();
+/// After A1: the call's value, its own exception, or the error that its
+/// cancellation maps to (timeout_error, cancelled_error, runner_closed_error).
+/// The frame is already gone (the loop harvested it before P1).
+template <class T> T take_call(call_result<T>& op, const char* what) {
+  if (op.kind_ == end_kind::cancelled || op.kind_ == end_kind::rejected)
     throw_cancelled_end(op, what);
-  }
-  return task_access::handle(owned).promise().take();
+  if constexpr (std::is_void_v<T>) op.take();
+  else return op.take();
 }
 
 void report_unhandled(loop& l, std::exception_ptr e) noexcept;
@@ -195,13 +236,17 @@ template <class F> struct post_node final : queue_node, frame_allocated {
   F fn;
 };
 
-template <class T> struct heap_root final : root_op, frame_allocated {
-  heap_root(task<T>&& t, root_mode m)
-      : root_op(task_access::handle(t), task_access::handle(t).promise(), m),
-        owned(std::move(t)) {
-    reclaim_ = [](root_op* op) noexcept { delete static_cast<heap_root*>(op); };
+/// A call that owns itself: submit (until its future lets go) and spawn.
+/// The op owns the frame from construction (the task is released into it).
+template <class T> struct heap_root final : call_result<T>, frame_allocated {
+  heap_root(task<T>&& t, root_mode m) : call_result<T>(task_access::release(std::move(t)), m) {
+    this->finish_ = [](root_op& op, finish_step step) noexcept {
+      if (step == finish_step::harvest)
+        call_result<T>::harvest(op);
+      else
+        delete static_cast<heap_root*>(&op); // ~call_result destroys the frame
+    };
   }
-  task<T> owned;
 };
 
 } // namespace detail
@@ -361,16 +406,18 @@ private:
     // Taken first: once the call is pushed, the runner may be destroyed under
     // us (close() then ~runner), so the wait reads only op and w.hints.
     const detail::wait_ref w = detail::wait_ref_of(*core_);
-    detail::check_blocking_wait(core_, w, what);
+    detail::check_blocking_wait(w, what);
     check_task(t, what);
-    auto h = detail::task_access::handle(t);
-    detail::root_op op(h, h.promise(), detail::root_mode::blocking);
+    // The op owns the frame from here: if the submit is rejected, ~call_result
+    // destroys it (nothing ran); once pushed, the loop destroys it before P1.
+    detail::call_result<T> op(detail::task_access::release(std::move(t)),
+                              detail::root_mode::blocking);
     if (deadline != nullptr) op.set_deadline(*deadline);
     op.stamp();
-    detail::submit_root(*core_, op, what); // on throw, t frees the frame
+    detail::submit_root(*core_, op, what);
     // The wait is measured from the submit stamp: no clock read here.
     detail::await_slot(*w.hints, op, op.submitted_at_, op.cpu_);
-    return detail::take_root(op, std::move(t), what);
+    return detail::take_call(op, what);
   }
 
   detail::runner_core* core_;
@@ -383,13 +430,15 @@ private:
 template <class T> class future {
 public:
   future() noexcept = default;
-  future(future&& o) noexcept : core_(o.core_), w_(o.w_), st_(std::exchange(o.st_, nullptr)) {}
+  future(future&& o) noexcept
+      : core_(o.core_), w_(o.w_), st_(std::exchange(o.st_, nullptr)), link_(std::move(o.link_)) {}
   future& operator=(future&& o) noexcept {
     if (this != &o) {
       reset();
       core_ = o.core_;
       w_ = o.w_;
       st_ = std::exchange(o.st_, nullptr);
+      link_ = std::move(o.link_);
     }
     return *this;
   }
@@ -407,40 +456,63 @@ public:
     require("palitra::future::get");
     // A finished op never touches the runner: get() stays valid after the
     // runner was closed and destroyed (close() publishes every call).
-    detail::check_not_loop_thread(core_, "palitra::future::get");
+    // Even when ready: a blocking call on the loop thread is refused whatever
+    // the timing, so the misuse shows on the first run, not the unlucky one.
+    detail::check_not_loop_thread(w_, "palitra::future::get");
     if (!st_->slot_.is_done()) {
       // From here the call may be published at any moment, and the runner
       // destroyed right after (close() then ~runner): touch only w_ and st_.
-      detail::check_blocking_wait(core_, w_, "palitra::future::get");
+      detail::check_blocking_wait(w_, "palitra::future::get");
       detail::await_slot(*w_.hints, *st_, std::chrono::steady_clock::now(),
                          detail::current_cpu_tag());
     }
+    drop_link();
     std::unique_ptr<state> s(std::exchange(st_, nullptr));
-    return detail::take_root(*s, std::move(s->owned), "palitra::future::get");
+    return detail::take_call<T>(*s, "palitra::future::get");
   }
 
   /// Wait up to `d`; true if the task has ended. Throws: reentrancy_error on
   /// the runner's loop thread.
   template <class Rep, class Period> bool wait_for(std::chrono::duration<Rep, Period> d) {
     require("palitra::future::wait_for");
-    detail::check_not_loop_thread(core_, "palitra::future::wait_for");
+    detail::check_not_loop_thread(w_, "palitra::future::wait_for");
     if (st_->slot_.is_done()) return true;
-    detail::check_blocking_wait(core_, w_, "palitra::future::wait_for"); // as in get()
+    detail::check_blocking_wait(w_, "palitra::future::wait_for"); // as in get()
     return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*w_.hints));
   }
 
   /// True if the task has ended (get() will not block).
   bool ready() const noexcept { return st_ != nullptr && st_->slot_.is_done(); }
 
-  /// Request cancellation (any thread, never blocks); the task sees
-  /// cancelled_error at its next cancellation point.
+  /// Request cancellation (never blocks); the task sees cancelled_error at
+  /// its next cancellation point. Thread: the owner's, like every member; to
+  /// cancel from another thread, use get_cancel_token().
   void cancel() noexcept {
-    if (st_ != nullptr && !st_->slot_.is_done()) detail::request_cancel(*core_, *st_);
+    // Not in a forked child: the loop that owns the op does not exist there,
+    // and its copied wake fd is the parent's.
+    if (st_ != nullptr && !st_->slot_.is_done() && !detail::inherited(w_))
+      detail::request_cancel(*core_, *st_);
+  }
+
+  /// A token that cancels this task from any thread (see cancel_token).
+  /// Thread: the owner's. Throws: palitra::error on a future with no state;
+  /// std::bad_alloc (the first token allocates a small shared block).
+  cancel_token get_cancel_token() {
+    require("palitra::future::get_cancel_token");
+    if (!link_) link_ = detail::make_token_link(*core_, *st_, w_);
+    return cancel_token(link_);
   }
 
 private:
   friend class runner;
   using state = detail::heap_root<T>;
+
+  void drop_link() noexcept {
+    if (link_) {
+      detail::unlink_token(*link_); // no token touches the op after this
+      link_.reset();
+    }
+  }
   future(detail::runner_core* c, detail::wait_ref w, state* s) noexcept
       : core_(c), w_(w), st_(s) {}
 
@@ -451,8 +523,9 @@ private:
   }
 
   void reset() noexcept {
+    if (st_ == nullptr) return;
+    drop_link();
     state* s = std::exchange(st_, nullptr);
-    if (s == nullptr) return;
     if (!s->slot_.is_done()) {
       if (detail::inherited(w_)) {
         // A forked child: the loop thread that owns the op does not exist
@@ -466,12 +539,13 @@ private:
       detail::request_cancel(*core_, *s);
       s->slot_.wait(detail::caller_spin(*w_.hints));
     }
-    delete s; // frame destroyed by the owned task
+    delete s; // the frame is gone already: the loop harvested it before P1
   }
 
   detail::runner_core* core_ = nullptr;
   detail::wait_ref w_; // what a wait reads instead of the runner (runner_core.hpp)
   state* st_ = nullptr;
+  std::shared_ptr<detail::token_link> link_; // only once a cancel_token was asked for
 };
 
 template <class T> future<T> runner::submit(task<T> t) {

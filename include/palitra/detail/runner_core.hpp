@@ -27,25 +27,27 @@ void detach_on_loop(runner_core& c, root_op& op) noexcept;
 bool on_loop_thread(const runner_core& c) noexcept;
 /// True in a forked child for a runner created before the fork.
 bool inherited(const runner_core& c) noexcept;
-/// Throws reentrancy_error on c's loop thread. Compares addresses only, so
-/// it is safe after the runner was destroyed.
-void check_not_loop_thread(const runner_core* c, const char* what);
 /// The adaptive caller spin budget now (core/loop.cpp, "adaptive spin").
 std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept;
 /// What a future keeps so that it can wait without touching its runner,
 /// which may be destroyed as soon as the call is published (close() then
-/// ~runner): the wait hints and the fork generation the runner was born in.
+/// ~runner): the wait hints, the fork generation the runner was born in, and
+/// the runner's id (unique in the process, never reused: an address could be
+/// reused by a later runner and turn a reentrancy check into a false alarm).
 struct wait_ref {
   wait_hints* hints = nullptr;
   std::uint32_t born = 0;
+  std::uint64_t runner_id = 0;
 };
 /// Take it while c is certainly alive: before the submission.
 wait_ref wait_ref_of(const runner_core& c) noexcept;
 /// True in a forked child for a runner born before the fork; reads no runner.
 bool inherited(const wait_ref& w) noexcept;
-/// Throws reentrancy_error on c's loop thread (by address: check_not_loop_thread)
-/// and runner_closed_error in a forked child (by w's generation); reads no runner.
-void check_blocking_wait(const runner_core* c, const wait_ref& w, const char* what);
+/// Throws reentrancy_error on the loop thread of w's runner (by id) and
+/// runner_closed_error in a forked child (by w's generation); reads no runner.
+void check_blocking_wait(const wait_ref& w, const char* what);
+/// Throws reentrancy_error on the loop thread of w's runner (by id).
+void check_not_loop_thread(const wait_ref& w, const char* what);
 /// Wait until op's slot is published (A1) -- a blocking call (run, gather)
 /// from its submit stamp `since`, or future::get from now: the cross-CPU
 /// spin while the loop runs on another CPU, then the slot's yield phase and
