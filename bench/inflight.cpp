@@ -499,10 +499,10 @@ int main(int argc, char** argv) {
   std::printf("- build: g++ %s, asio %d.%d.%d, palitra frame allocator: %s\n", __VERSION__,
               ASIO_VERSION / 100000, ASIO_VERSION / 100 % 1000, ASIO_VERSION % 100,
               palitra::detail::frame_allocator_name());
-  std::printf("- sizeof: palitra root object (heap_root<int>) %zu B, palitra::future<int> %zu "
+  std::printf("- sizeof: palitra root object (heap_call<int>) %zu B, palitra::future<int> %zu "
               "B, std::future<int> %zu B; the coroutine frame's size is not observable from "
               "here (see the file comment), so the bytes columns are ΔRSS / N\n",
-              sizeof(palitra::detail::heap_root<int>), sizeof(palitra::future<int>),
+              sizeof(palitra::detail::heap_call<int>), sizeof(palitra::future<int>),
               sizeof(std::future<int>));
   std::printf("- each call: sleep %lld ms then return its int (complete); sleep 60 s "
               "(close); one submitting thread; every phase in its own fresh process\n\n",

@@ -5,8 +5,7 @@
 
 #include <palitra/config.hpp>
 #include <palitra/detail/loop_hooks.hpp>
-#include <palitra/detail/root_op.hpp>
-#include <palitra/detail/runner_core.hpp>
+#include "call.hpp"
 #include <palitra/error.hpp>
 
 namespace palitra::detail {
@@ -33,9 +32,9 @@ void throw_cancelled(const char* what) {
                         ": the task was cancelled (future::cancel, a timeout or runner::close)");
 }
 
-void throw_cancelled_end(const root_op& op, const char* what) {
+void throw_cancelled_end(const call_record& op, const char* what) {
   const std::string w(what);
-  if (op.kind_ == end_kind::rejected)
+  if (op.outcome_ == call_outcome::rejected)
     throw runner_closed_error(w + ": the runner was closed before the call started; create a "
                                   "new runner (or call palitra::run again for the global one)");
   switch (op.reason_) {

@@ -1,4 +1,4 @@
-// palitra — the event loop (protocol blocks: loop.hpp, root_op.hpp,
+// palitra — the event loop (protocol blocks: loop.hpp, call.hpp,
 // completion_slot.hpp, cancel.hpp).
 #include <sched.h>
 
@@ -53,16 +53,17 @@ loop& require_loop(const char* what) {
 
 void report_unhandled(loop& l, std::exception_ptr e) noexcept { l.report_unhandled(e); }
 
-// ---- root_op ---------------------------------------------------------------
+// ---- call_record ------------------------------------------------------------
 
-root_op::root_op(std::coroutine_handle<> frame, promise_base& p, root_mode mode) noexcept
-    : frame_(frame), promise_(&p), mode_(mode) {
+call_record::call_record(std::coroutine_handle<> frame, promise_base& p, call_mode mode,
+                         finish_fn finish) noexcept
+    : frame_(frame), promise_(&p), mode_(mode), finish_(finish) {
   dispatch = &loop::dispatch_root;
   cancel_node_.dispatch = &loop::dispatch_cancel;
   cancel_node_.op = this;
 }
 
-std::coroutine_handle<> root_op::on_task_done() noexcept {
+std::coroutine_handle<> call_record::on_task_done() noexcept {
   // Inside the root frame's final_suspend: only loop-local bookkeeping here;
   // the publish waits until resume() has returned to the loop.
   tl_loop->root_ended(*this);
@@ -258,7 +259,7 @@ void loop::mark_away() noexcept {
   hints_.get().presence.store(0, std::memory_order_relaxed); // relaxed: see above
 }
 
-void await_slot(wait_hints& h, root_op& op, clock::time_point since, std::uint32_t me) noexcept {
+void await_slot(wait_hints& h, call_record& op, clock::time_point since, std::uint32_t me) noexcept {
   completion_slot& s = op.slot_;
   if (s.is_done()) return note_caller_wait(h, true);
   // relaxed: hints (see "wait hints"); the slot's acquire load is what
@@ -303,8 +304,8 @@ void await_slot(wait_hints& h, root_op& op, clock::time_point since, std::uint32
     const clock::time_point cap = since + cap_span;
     end = s.wait_yielding([&] {
       const auto now = clock::now();
-      // relaxed: a hint (root_op.hpp).
-      return now < until || (!op.accepted_.load(std::memory_order_relaxed) && now < cap);
+      // a relaxed read of state_: a hint (call.hpp C4).
+      return now < until || (!op.accepted() && now < cap);
     });
   }
   // Only a wait that slept reads the clock: it has just paid for a futex
@@ -340,10 +341,11 @@ runner_stats loop::stats() const noexcept {
 std::vector<call_info> loop::snapshot_calls() const {
   std::vector<call_info> out;
   const auto now = clock::now();
-  for (const root_op* op = registry_; op != nullptr; op = op->reg_next_) {
+  for (const call_record* op = registry_; op != nullptr; op = op->reg_next_) {
     call_info c;
-    c.kind = op->mode_ == root_mode::blocking ? call_info::call_kind::blocking
-             : op->mode_ == root_mode::future ? call_info::call_kind::future
+    c.kind = op->mode_ == call_mode::blocking ? call_info::call_kind::blocking
+             : op->mode_ == call_mode::future || op->mode_ == call_mode::detached
+                 ? call_info::call_kind::future
                                               : call_info::call_kind::spawned;
     c.caller = op->caller_;
     c.age = std::chrono::duration_cast<std::chrono::nanoseconds>(now - op->submitted_at_);
@@ -384,14 +386,13 @@ void loop::report_unhandled(std::exception_ptr e) noexcept {
 }
 
 void loop::dispatch_root(queue_node* n, loop& l) noexcept {
-  l.accept(*static_cast<root_op*>(n));
+  l.accept(*static_cast<call_record*>(n));
 }
 
-void loop::accept(root_op& op) noexcept {
+void loop::accept(call_record& op) noexcept {
   bump(submitted_);
-  op.accepted_.store(true, std::memory_order_relaxed); // a hint: see root_op.hpp
   start_latency_.record(drain_time_ - op.submitted_at_);
-  if (op.mode_ == root_mode::blocking && op.cpu_ != 0)
+  if (op.mode_ == call_mode::blocking && op.cpu_ != 0)
     ++(op.cpu_ == cpu_ ? local_waiters_ : remote_waiters_); // cross-CPU spin
   bump(in_flight_);
   // Registry first: even a rejected op stays "in flight" until published.
@@ -402,13 +403,14 @@ void loop::accept(root_op& op) noexcept {
   if (stopping_) {
     // Accepted by G1 while running, popped after S1: it never starts (I3).
     op.reason_ = end_reason::close;
-    op.kind_ = end_kind::rejected;
+    op.outcome_ = call_outcome::rejected;
+    op.set_state(call_state::ended); // queued -> ended
     publish(op);
     return;
   }
   op.promise_->waiter_ = &op;
   op.promise_->chain_ = &op.chain_;
-  op.started_ = true;
+  op.set_state(call_state::running); // queued -> running
   op.start_.handle = op.frame_;
   op.start_.chain = &op.chain_;
   schedule(op.start_);
@@ -429,21 +431,22 @@ void loop::accept(root_op& op) noexcept {
 }
 
 void loop::on_root_timeout(void* ctx) noexcept {
-  auto* op = static_cast<root_op*>(ctx);
+  auto* op = static_cast<call_record*>(ctx);
   tl_loop->cancel_op(*op, end_reason::timeout);
 }
 
-void loop::cancel_op(root_op& op, end_reason why) noexcept {
-  if (op.kind_ != end_kind::running) return;
+void loop::cancel_op(call_record& op, end_reason why) noexcept {
+  if (op.state() != call_state::running) return;
   if (op.reason_ == end_reason::none) op.reason_ = why; // the first reason wins
   op.chain_.deliver();
 }
 
 void loop::dispatch_cancel(queue_node* n, loop& l) noexcept {
-  root_op& op = *static_cast<root_op::cancel_request*>(n)->op;
-  op.cancel_popped_ = true;
-  if (op.awaiting_cancel_pop_) {
-    // It ended while this node was queued (root_op.hpp handshake).
+  call_record& op = *static_cast<call_record::cancel_request*>(n)->op;
+  // relaxed: only the loop reads xcancel_ after xc_queued (call.hpp).
+  op.xcancel_.store(call_record::xc_popped, std::memory_order_relaxed);
+  if (op.state() == call_state::awaiting_cancel_pop) {
+    // It ended while this node was queued (call.hpp handshake, C2).
     --l.awaiting_cancel_;
     l.publish(op);
     return;
@@ -451,30 +454,31 @@ void loop::dispatch_cancel(queue_node* n, loop& l) noexcept {
   l.cancel_op(op, end_reason::cancel);
 }
 
-void loop::detach(root_op& op) noexcept {
+void loop::detach(call_record& op) noexcept {
   // On the loop thread; the future is gone, so nobody waits on the slot.
-  op.detached_ = true;
+  op.mode_ = call_mode::detached;
   op.chain_.request_async();
-  if (op.started_) cancel_op(op, end_reason::cancel);
+  if (op.state() == call_state::running) cancel_op(op, end_reason::cancel);
   else if (op.reason_ == end_reason::none)
     op.reason_ = end_reason::cancel;
 }
 
-void loop::root_ended(root_op& op) noexcept {
+void loop::root_ended(call_record& op) noexcept {
   timers_.erase(op.timer_);
   const promise_base& p = *op.promise_;
   if (!p.failed()) {
-    op.kind_ = end_kind::value;
+    op.outcome_ = call_outcome::value;
   } else if ((op.reason_ != end_reason::none || op.chain_.cancelled()) &&
              is_cancellation(p.exception())) {
     // A future::cancel() is visible to the task (request_async) before its
     // cancel node reaches us, so the task may end by it with no reason set
     // yet: that is still our cancellation, not the task's own failure.
     if (op.reason_ == end_reason::none) op.reason_ = end_reason::cancel;
-    op.kind_ = end_kind::cancelled;
+    op.outcome_ = call_outcome::cancelled;
   } else {
-    op.kind_ = end_kind::failed;
+    op.outcome_ = call_outcome::failed;
   }
+  op.set_state(call_state::ended); // running -> ended
   op.finished_next_ = nullptr;
   if (finished_tail_ != nullptr)
     finished_tail_->finished_next_ = &op;
@@ -484,52 +488,64 @@ void loop::root_ended(root_op& op) noexcept {
 }
 
 void loop::publish_finished() noexcept {
-  while (root_op* op = finished_head_) {
+  while (call_record* op = finished_head_) {
     finished_head_ = op->finished_next_;
     if (finished_head_ == nullptr) finished_tail_ = nullptr;
     publish(*op);
   }
 }
 
-void loop::publish(root_op& op) noexcept {
-  if (op.mode_ == root_mode::future && !op.cancel_popped_) {
-    std::uint32_t x = root_op::xc_idle;
-    // acq_rel: on success, no cancel node will come (the canceller reads
-    // xc_closed); on failure (xc_queued) we must wait for its pop.
-    if (!op.xcancel_.compare_exchange_strong(x, root_op::xc_closed, std::memory_order_acq_rel,
-                                             std::memory_order_acquire)) {
-      op.awaiting_cancel_pop_ = true;
+void loop::publish(call_record& op) noexcept {
+  if (op.mode_ == call_mode::future) {
+    std::uint32_t x = call_record::xc_idle;
+    // relaxed: decides by modification order alone, publishes nothing. On
+    // success no cancel node will come (a canceller reads xc_closed and
+    // touches nothing); on failure we read xc_queued (its node is still
+    // queued: wait for its pop, C2; the pop orders the node's contents) or
+    // xc_popped (our own store: go on).
+    if (!op.xcancel_.compare_exchange_strong(x, call_record::xc_closed,
+                                             std::memory_order_relaxed,
+                                             std::memory_order_relaxed) &&
+        x == call_record::xc_queued) {
+      op.set_state(call_state::awaiting_cancel_pop); // ended -> awaiting_cancel_pop
       ++awaiting_cancel_;
       return;
     }
   }
-  const bool loop_owned = op.mode_ == root_mode::spawned || op.detached_;
-  // The frame dies here, on the loop, before its caller is released: so no
-  // code of the call (its locals' and parameters' destructors included) can
-  // run after close() returned (root_op.hpp, ownership). First, because a
-  // result whose move constructor throws turns the call into a failed one.
-  if (!loop_owned) op.finish_(op, finish_step::harvest);
-  // Leave the registry and count the call in exactly one bucket.
+  const bool loop_owned = op.mode_ == call_mode::spawned || op.mode_ == call_mode::detached;
+  // The frame dies here, on the loop, before its caller is released (C3):
+  // no code of the call (its locals' and parameters' destructors included)
+  // can run after close() returned. First, because a result whose move
+  // constructor throws turns the call into a failed one.
+  if (!loop_owned) {
+    if (op.outcome_ == call_outcome::value || op.outcome_ == call_outcome::failed) {
+      op.stored_ = op.finish_(op.storage(), finish_step::harvest);
+      if (op.stored_ == stored_kind::error) op.outcome_ = call_outcome::failed;
+    }
+    std::exchange(op.frame_, {}).destroy();
+  }
+  // Leave the registry and count the call in exactly one bucket (C1).
   if (op.reg_prev_ != nullptr)
     op.reg_prev_->reg_next_ = op.reg_next_;
   else
     registry_ = op.reg_next_;
   if (op.reg_next_ != nullptr) op.reg_next_->reg_prev_ = op.reg_prev_;
-  switch (op.kind_) {
-  case end_kind::value: bump(completed_); break;
-  case end_kind::failed: bump(failed_); break;
-  case end_kind::cancelled:
-  case end_kind::rejected: bump(cancelled_); break;
-  case end_kind::running: PALITRA_ASSERT(false, "publishing a call that has not ended");
+  switch (op.outcome_) {
+  case call_outcome::value: bump(completed_); break;
+  case call_outcome::failed: bump(failed_); break;
+  case call_outcome::cancelled:
+  case call_outcome::rejected: bump(cancelled_); break;
+  case call_outcome::none: PALITRA_ASSERT(false, "publishing a call that has not ended");
   }
   bump(in_flight_, -1);
 
   if (loop_owned) {
-    const bool report = op.mode_ == root_mode::spawned && op.kind_ == end_kind::failed;
+    const bool report = op.mode_ == call_mode::spawned && op.outcome_ == call_outcome::failed;
     if (report) report_unhandled(op.promise_->exception());
-    op.finish_(op, finish_step::reclaim); // frees the frame and the op, here on the loop
+    op.finish_(op.storage(), finish_step::reclaim); // frees the frame and the call, here
     return;
   }
+  op.set_state(call_state::published); // -> published (terminal)
   if (op.slot_.publish()) bump(caller_wakes_); // P1: the last access to op
 }
 
@@ -689,8 +705,8 @@ void loop::idle() noexcept {
 
 void loop::begin_stop() noexcept {
   stopping_ = true;
-  for (root_op* op = registry_; op != nullptr; op = op->reg_next_)
-    if (op->started_) cancel_op(*op, end_reason::close);
+  for (call_record* op = registry_; op != nullptr; op = op->reg_next_)
+    cancel_op(*op, end_reason::close); // running calls only
   if (close_warning_.count() > 0 && registry_ != nullptr) {
     // A timer, so the report comes even while the loop sleeps (a task that
     // swallowed cancelled_error and waits on something that never comes).

@@ -2,7 +2,7 @@
 //
 // The submission protocols (lifecycle gate, wake elision) live in
 // submission.hpp; the slot in completion_slot.hpp; the per-call ownership
-// and the future-cancel handshake in root_op.hpp; cancellation in cancel.hpp.
+// and the future-cancel handshake in call.hpp; cancellation in cancel.hpp.
 // Everything else here is loop-thread only.
 #pragma once
 
@@ -13,9 +13,9 @@
 #include <string>
 
 #include <palitra/detail/loop_hooks.hpp>
-#include <palitra/detail/root_op.hpp>
 #include <palitra/runner.hpp>
 
+#include "call.hpp"
 #include "latency_histogram.hpp"
 #include "reactor.hpp"
 #include "submission.hpp"
@@ -62,6 +62,12 @@ struct alignas(64) wait_hints {
 /// its budget and ceiling set to `ceiling_ns` and its presence to 0. Any
 /// thread. Throws std::bad_alloc when the pool must grow and cannot.
 wait_hints& acquire_wait_hints(std::int64_t ceiling_ns);
+/// The adaptive caller budget of h now (loop.cpp, "adaptive spin").
+inline std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
+  // relaxed: a heuristic value, publishes nothing.
+  return std::chrono::nanoseconds(h.caller_budget.load(std::memory_order_relaxed));
+}
+
 /// Back to the pool (the memory stays: late waiters may still read it).
 void release_wait_hints(wait_hints& h) noexcept;
 /// Blocks ever made (tests: a create/close cycle must not grow the pool).
@@ -130,8 +136,8 @@ public:
   void schedule(ready_item& item) noexcept;
   void add_timer(timer_node& t) { timers_.push(t); }
   void remove_timer(timer_node& t) noexcept { timers_.erase(t); }
-  void root_ended(root_op& op) noexcept;
-  void detach(root_op& op) noexcept;
+  void root_ended(call_record& op) noexcept;
+  void detach(call_record& op) noexcept;
   void report_unhandled(std::exception_ptr e) noexcept;
   std::size_t timer_count() const noexcept { return timers_.size(); }
 
@@ -146,12 +152,12 @@ private:
     loop* self;
     void operator()() const noexcept { self->reactor_.wake(); }
   };
-  void accept(root_op& op) noexcept;
+  void accept(call_record& op) noexcept;
   void report_stall(std::chrono::nanoseconds d) noexcept;
   void resume(ready_item& it) noexcept;
   [[noreturn]] static void leave_forked_child() noexcept;
-  void cancel_op(root_op& op, end_reason why) noexcept;
-  void publish(root_op& op) noexcept;
+  void cancel_op(call_record& op, end_reason why) noexcept;
+  void publish(call_record& op) noexcept;
   void publish_finished() noexcept;
   bool drain_queue() noexcept;
   void run_ready() noexcept;
@@ -192,9 +198,9 @@ private:
   ready_item* ready_head_ = nullptr;
   ready_item* ready_tail_ = nullptr;
   timer_heap timers_;
-  root_op* registry_ = nullptr; // calls in flight (intrusive, doubly linked)
-  root_op* finished_head_ = nullptr;
-  root_op* finished_tail_ = nullptr;
+  call_record* registry_ = nullptr; // calls in flight (intrusive, doubly linked)
+  call_record* finished_head_ = nullptr;
+  call_record* finished_tail_ = nullptr;
   std::size_t awaiting_cancel_ = 0;
   bool stopping_ = false;
   std::uint32_t born_ = 0; // fork generation of the runner (leave_forked_child)

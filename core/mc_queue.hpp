@@ -22,7 +22,7 @@
 //   Q2 consumer (one thread, the loop): try_dequeue_bulk until a batch comes
 //      back short; the nodes are chained through ->next in dequeue order.
 // Memory orders: moodycamel's own release (tailIndex) / acquire (dequeue)
-// publishes the node and the root_op it heads. Its stores are release only,
+// publishes the node and the call record it heads. Its stores are release only,
 // so Q1 cannot be the seq_cst store of the Dekker pair with W1 the way
 // basic_mpsc_queue's CAS is: the fence after enqueue (producer: tail store,
 // fence, W2's load of armed_) and the fence in empty_seq_cst (loop: W1's
@@ -45,7 +45,7 @@
 #include <concurrentqueue/concurrentqueue.h>
 
 #include <palitra/config.hpp>
-#include <palitra/detail/root_op.hpp>
+#include <palitra/detail/call.hpp>
 
 namespace palitra::detail {
 

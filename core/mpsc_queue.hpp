@@ -1,6 +1,6 @@
 // palitra — the submission queue: intrusive, lock-free, many producers, one
 // consumer (the loop). The node is the first member of the call's own
-// root_op, so a push allocates nothing.
+// call record, so a push allocates nothing.
 //
 // Protocol (model: stress/model/palitra.pml, chan q: Q1 = q!c in Caller,
 // Q2 = TAKE_ALL in Loop):
@@ -9,7 +9,7 @@
 //   Q2 consumer: head.exchange(nullptr) (acquire) takes every node at once;
 //      reversing the taken LIFO chain restores push order, so the order is
 //      FIFO per producer and follows head's modification order across them.
-// Memory orders: Q1's release half publishes the node (and the root_op it
+// Memory orders: Q1's release half publishes the node (and the call record it
 // heads) to Q2's acquire. Q1 is seq_cst, not just release, because it is the
 // store of a store->load (Dekker) pair with the loop's sleep announcement
 // (submission.hpp, wake elision W1/W2): a producer pushes and then reads `armed`,
@@ -19,8 +19,8 @@
 
 #include <atomic>
 
-#include <palitra/detail/root_op.hpp>
-#include <palitra/detail/sync_policy.hpp>
+#include <palitra/detail/call.hpp>
+#include "sync_policy.hpp"
 
 namespace palitra::detail {
 

@@ -102,113 +102,12 @@ void runner_core::abandon() noexcept {
 
 void runner_internals::abandon(runner& r) noexcept { r.core_->abandon(); }
 
-// ---- runner_core.hpp (public detail) entry points ---------------------------
-
-void check_not_loop_thread(const wait_ref& w, const char* what) {
-  if (tl_runner_id == w.runner_id) // L3: ids, never addresses
-    throw reentrancy_error(std::string(what) +
-                           ": called on the runner's own loop thread, which would deadlock; "
-                           "co_await the task instead (or use another runner)");
-}
-
 bool on_loop_thread(const runner_core& c) noexcept { return tl_core == &c; }
-
-bool inherited(const runner_core& c) noexcept { return c.inherited(); }
-
-wait_ref wait_ref_of(const runner_core& c) noexcept {
-  return {&c.loop_.hints(), c.born(), c.id()};
-}
-
-bool inherited(const wait_ref& w) noexcept { return w.born != fork_generation(); }
-
-namespace {
-[[noreturn]] void throw_inherited(const char* what) {
-  throw runner_closed_error(std::string(what) +
-                            ": this runner was inherited across fork(); create a new runner "
-                            "in the child (the global runner is recreated automatically)");
-}
-} // namespace
-
-void check_blocking_wait(const wait_ref& w, const char* what) {
-  check_not_loop_thread(w, what);
-  if (inherited(w)) throw_inherited(what);
-}
-
-std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
-  // relaxed: a heuristic (core/loop.cpp, "wait hints").
-  return std::chrono::nanoseconds(h.caller_budget.load(std::memory_order_relaxed));
-}
-
-namespace {
-void submit_checked(runner_core& c, queue_node& n, const char* what) {
-  if (c.inherited()) throw_inherited(what);
-  if (!c.loop_.submit(n))
-    throw runner_closed_error(std::string(what) +
-                              ": the runner is closed or closing; create a new runner (the "
-                              "global one is recreated by the next palitra::run)");
-}
-} // namespace
-
-void submit_root(runner_core& c, root_op& op, const char* what) {
-  submit_checked(c, op, what);
-}
-
-void submit_node(runner_core& c, queue_node& n, const char* what) { submit_checked(c, n, what); }
-
-void request_cancel(runner_core& c, root_op& op) noexcept {
-  op.chain_.request_async(); // this_task::cancelled() turns true at once
-  std::uint32_t x = root_op::xc_idle;
-  // acq_rel on success: we now own cancel_node_ (see root_op.hpp); failure
-  // (queued: someone else cancels; closed: it ended) needs nothing.
-  if (!op.xcancel_.compare_exchange_strong(x, root_op::xc_queued, std::memory_order_acq_rel,
-                                           std::memory_order_relaxed))
-    return;
-  c.loop_.submit_always(op.cancel_node_);
-}
-
-void detach_on_loop(runner_core& c, root_op& op) noexcept { c.loop_.detach(op); }
-
-// ---- cancel_token ---------------------------------------------------------------
-//
-// The op a token names is freed by its future (get() or the destructor), on
-// the owner's thread, while a token may cancel from any other. The link is
-// the meeting point: a token uses the op only while holding the link's mutex
-// and seeing op != nullptr; the future clears op under the same mutex before
-// it frees the op (unlink_token). request_cancel itself is safe once the op
-// is alive: it touches the runner only after winning xc_idle -> xc_queued,
-// which keeps the call (and so the runner's loop) alive until the cancel
-// node is popped (root_op.hpp handshake).
-struct token_link {
-  std::mutex m;
-  root_op* op;       // guarded by m; nullptr once the future let go
-  runner_core* core; // valid while op is (see above)
-  wait_ref w;
-};
-
-std::shared_ptr<token_link> make_token_link(runner_core& c, root_op& op, const wait_ref& w) {
-  auto l = std::make_shared<token_link>();
-  l->op = &op;
-  l->core = &c;
-  l->w = w;
-  return l;
-}
-
-void unlink_token(token_link& l) noexcept {
-  std::lock_guard<std::mutex> g(l.m);
-  l.op = nullptr;
-}
+std::uint64_t current_runner_id() noexcept { return tl_runner_id; }
 
 } // namespace palitra::detail
 
 namespace palitra {
-
-void cancel_token::cancel() const noexcept {
-  if (!link_) return;
-  detail::token_link& l = *link_;
-  std::lock_guard<std::mutex> g(l.m);
-  if (l.op == nullptr || l.op->slot_.is_done() || detail::inherited(l.w)) return;
-  detail::request_cancel(*l.core, *l.op);
-}
 
 bool this_task::cancelled() noexcept {
   const detail::cancel_state* c = detail::current_chain();
@@ -272,11 +171,11 @@ std::vector<call_info> runner::in_flight_calls() const {
   // Taken before the push: once the request is answered, close() then
   // ~runner may destroy this runner while we still wait (the wait reads
   // only req and the hint block, which outlives every runner).
-  const detail::wait_ref w = detail::wait_ref_of(*core_);
+  const detail::wait_ref w = detail::call_wait_ref(*core_);
   snapshot_request req;
   req.dispatch = &snapshot_request::run;
   if (!core_->loop_.submit(req)) return {};
-  req.slot.wait(detail::caller_spin(*w.hints));
+  req.slot.wait(detail::caller_spin(*w.hints)); // reads req and the hint block only
   return std::move(req.out);
 }
 

@@ -29,7 +29,7 @@
 //      drain sees every accepted submission.
 //   G1' (future cancel nodes): fetch_add without the state check; the op it
 //      cancels is still in flight, so the loop cannot pass S2 before the
-//      node is popped (root_op.hpp), and the final drain waits for the count.
+//      node is popped (call.hpp, C2), and the final drain waits for the count.
 // Invariants: I1 no push after the final drain. I2 no wake-fd write after
 // the loop thread exited (every writer is a counted producer). I3 a
 // submission accepted by G1 ends exactly once (started or rejected).
@@ -52,8 +52,8 @@
 
 #include <cstdint>
 
-#include <palitra/detail/root_op.hpp>
-#include <palitra/detail/sync_policy.hpp>
+#include <palitra/detail/call.hpp>
+#include "sync_policy.hpp"
 
 #include "mpsc_queue.hpp"
 

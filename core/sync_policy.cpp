@@ -1,8 +1,8 @@
 // palitra — os_sync: the production synchronisation policy
-// (include/palitra/detail/sync_policy.hpp).
+// (sync_policy.hpp).
 #include <sched.h>
 
-#include <palitra/detail/sync_policy.hpp>
+#include "sync_policy.hpp"
 
 #include "address_wait.hpp"
 

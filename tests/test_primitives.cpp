@@ -16,7 +16,7 @@
 #include "mpsc_queue.hpp"
 #include "timer_heap.hpp"
 
-#include <palitra/detail/completion_slot.hpp>
+#include "completion_slot.hpp"
 
 using namespace std::chrono_literals;
 using palitra::detail::completion_slot;
@@ -504,6 +504,6 @@ TEST_CASE("frames stay sound across the per-thread frame cache and thread exit",
 #if defined(__x86_64__) && defined(__GLIBCXX__)
 // bench/inflight.cpp measured 52 B more per in-flight submit()/spawn() when
 // the heap root grew from 256 to 264 B, out of mimalloc's 256-byte class.
-static_assert(sizeof(palitra::detail::heap_root<int>) <= 256,
-              "heap_root<int> left mimalloc's 256-byte size class");
+static_assert(sizeof(palitra::detail::heap_call<int>) <= 256,
+              "heap_call<int> left mimalloc's 256-byte size class");
 #endif

@@ -3,6 +3,7 @@
 
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
+#include <palitra/future.hpp>
 #include <palitra/outcome.hpp>
 #include <palitra/run.hpp>
 #include <palitra/runner.hpp>

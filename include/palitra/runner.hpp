@@ -17,10 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include <palitra/detail/frame_allocator.hpp>
-#include <palitra/detail/root_op.hpp>
-#include <palitra/detail/runner_core.hpp>
+#include <palitra/detail/call.hpp>
 #include <palitra/error.hpp>
+#include <palitra/future.hpp>
 #include <palitra/outcome.hpp>
 #include <palitra/task.hpp>
 #include <palitra/when.hpp>
@@ -111,35 +110,6 @@ template <class T> class future;
 class runner;
 
 namespace detail {
-struct token_link;
-/// future::get_cancel_token and the future's end (non-template, runner.cpp).
-std::shared_ptr<token_link> make_token_link(runner_core& c, root_op& op, const wait_ref& w);
-void unlink_token(token_link& l) noexcept;
-} // namespace detail
-
-/// Cancels a submitted task from any thread: the thread-safe counterpart of
-/// future::cancel (Python's Future.cancel from a watchdog while another
-/// thread waits in get()). Copyable; made by future::get_cancel_token().
-/// Thread: any, also while the future's owner is inside get() or wait_for().
-/// Lifetime: outlives its future safely; once the task has ended or its
-/// future has let go of it, cancel() does nothing.
-class cancel_token {
-public:
-  cancel_token() noexcept = default;
-  /// Request cancellation; the task sees cancelled_error at its next
-  /// cancellation point. Never blocks (a short lock against the future's
-  /// own end), never throws.
-  void cancel() const noexcept;
-  /// False for a default-constructed token.
-  explicit operator bool() const noexcept { return static_cast<bool>(link_); }
-
-private:
-  template <class T> friend class future;
-  explicit cancel_token(std::shared_ptr<detail::token_link> l) noexcept : link_(std::move(l)) {}
-  std::shared_ptr<detail::token_link> link_;
-};
-
-namespace detail {
 
 struct runner_internals {
   static void abandon(runner& r) noexcept;
@@ -148,107 +118,6 @@ struct runner_internals {
 // The stored arguments reach the callable as rvalues, as std::thread passes
 // them, so it may take move-only arguments by value; the callable itself is
 // invoked as an lvalue (it lives in the frame for the coroutine's life).
-template <class F, class... Args>
-concept task_factory =
-    std::invocable<std::decay_t<F>&, std::decay_t<Args>...> &&
-    is_task_v<std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>...>>;
-
-template <class D> struct is_duration : std::false_type {};
-template <class R, class P> struct is_duration<std::chrono::duration<R, P>> : std::true_type {};
-template <class D>
-inline constexpr bool is_duration_v = is_duration<std::remove_cvref_t<D>>::value;
-
-template <class... A> struct last_type {
-  using type = void; // no arguments: gather() -> std::tuple<>
-};
-template <class A> struct last_type<A> { using type = A; };
-template <class A, class B, class... R> struct last_type<A, B, R...> : last_type<B, R...> {};
-
-/// `tasks...` or `tasks..., duration` (the variadic gather's arguments).
-template <class... A>
-concept gather_args =
-    sizeof...(A) == 0 ||
-    ([] {
-      constexpr std::size_t n = sizeof...(A);
-      std::size_t i = 0;
-      return ((++i, is_task_v<A> || (i == n && is_duration_v<A>)) && ...);
-    }());
-
-/// `f(std::move(args)...)` in a frame that owns f and args for the
-/// coroutine's life (the callable's own coroutine may refer to either).
-template <class F, class... Args>
-std::invoke_result_t<F&, Args...> invoke_in_frame(F f, Args... args) {
-  co_return co_await std::invoke(f, std::move(args)...);
-}
-
-/// now + d, saturating (a huge timeout means "no practical deadline").
-template <class Rep, class Period>
-std::chrono::steady_clock::time_point deadline_after(std::chrono::duration<Rep, Period> d) {
-  using clock = std::chrono::steady_clock;
-  const auto now = clock::now();
-  constexpr auto max_span = std::chrono::hours(24 * 365 * 100);
-  if (d > max_span) return now + max_span;
-  return now + std::chrono::ceil<clock::duration>(d);
-}
-
-/// After A1: the call's value, its own exception, or the error that its
-/// cancellation maps to (timeout_error, cancelled_error, runner_closed_error).
-/// The frame is already gone (the loop harvested it before P1).
-template <class T> T take_call(call_result<T>& op, const char* what) {
-  if (op.kind_ == end_kind::cancelled || op.kind_ == end_kind::rejected)
-    throw_cancelled_end(op, what);
-  if constexpr (std::is_void_v<T>) op.take();
-  else return op.take();
-}
-
-void report_unhandled(loop& l, std::exception_ptr e) noexcept;
-
-/// Class-level allocation through the frame allocator (frame_allocator.hpp):
-/// submit/spawn/post roots then cost no call to the host's global operator
-/// new, like the coroutine frames they own. frame_alloc throws
-/// std::bad_alloc, as a global `new` would. Over-aligned objects (a post()ed
-/// callable with alignas > the default new alignment) keep the global
-/// aligned operator new, since frame_alloc guarantees only that alignment.
-struct frame_allocated {
-  static void* operator new(std::size_t size) { return frame_alloc(size); }
-  static void operator delete(void* p, std::size_t size) noexcept { frame_free(p, size); }
-  static void* operator new(std::size_t size, std::align_val_t al) {
-    return ::operator new(size, al);
-  }
-  static void operator delete(void* p, std::size_t, std::align_val_t al) noexcept {
-    // The unsized form: clang before 19 declares the sized global delete only
-    // with -fsized-deallocation, and this header must build with any flags.
-    ::operator delete(p, al);
-  }
-};
-
-template <class F> struct post_node final : queue_node, frame_allocated {
-  template <class G> explicit post_node(G&& g) : fn(std::forward<G>(g)) { dispatch = &run; }
-  static void run(queue_node* self, loop& l) noexcept {
-    auto* n = static_cast<post_node*>(self);
-    try {
-      n->fn();
-    } catch (...) {
-      report_unhandled(l, std::current_exception());
-    }
-    delete n;
-  }
-  F fn;
-};
-
-/// A call that owns itself: submit (until its future lets go) and spawn.
-/// The op owns the frame from construction (the task is released into it).
-template <class T> struct heap_root final : call_result<T>, frame_allocated {
-  heap_root(task<T>&& t, root_mode m) : call_result<T>(task_access::release(std::move(t)), m) {
-    this->finish_ = [](root_op& op, finish_step step) noexcept {
-      if (step == finish_step::harvest)
-        call_result<T>::harvest(op);
-      else
-        delete static_cast<heap_root*>(&op); // ~call_result destroys the frame
-    };
-  }
-};
-
 } // namespace detail
 
 /// An event loop on its own thread (Python palitra's EventLoopThreadRunner).
@@ -340,10 +209,9 @@ public:
   /// close() cancels and awaits spawned tasks (and does not report those).
   void spawn(task<void> t) {
     check_task(t, "palitra::runner::spawn");
-    auto* op = new detail::heap_root<void>(std::move(t), detail::root_mode::spawned);
-    op->stamp();
+    auto* op = new detail::heap_call<void>(std::move(t), detail::call_mode::spawned);
     try {
-      detail::submit_root(*core_, *op, "palitra::runner::spawn");
+      detail::call_submit(*core_, *op, "palitra::runner::spawn");
     } catch (...) {
       delete op;
       throw;
@@ -364,7 +232,7 @@ public:
   void post(F&& f) {
     auto* n = new detail::post_node<std::decay_t<F>>(std::forward<F>(f));
     try {
-      detail::submit_node(*core_, *n, "palitra::runner::post");
+      detail::node_submit(*core_, *n, "palitra::runner::post");
     } catch (...) {
       delete n;
       throw;
@@ -404,161 +272,32 @@ private:
   T run_root(task<T> t, const std::chrono::steady_clock::time_point* deadline,
              const char* what) {
     // Taken first: once the call is pushed, the runner may be destroyed under
-    // us (close() then ~runner), so the wait reads only op and w.hints.
-    const detail::wait_ref w = detail::wait_ref_of(*core_);
+    // us (close() then ~runner), so the wait reads only the call and w.
+    const detail::wait_ref w = detail::call_wait_ref(*core_);
     detail::check_blocking_wait(w, what);
     check_task(t, what);
-    // The op owns the frame from here: if the submit is rejected, ~call_result
+    // The call owns the frame from here: if the submit is rejected, ~call
     // destroys it (nothing ran); once pushed, the loop destroys it before P1.
-    detail::call_result<T> op(detail::task_access::release(std::move(t)),
-                              detail::root_mode::blocking);
-    if (deadline != nullptr) op.set_deadline(*deadline);
-    op.stamp();
-    detail::submit_root(*core_, op, what);
-    // The wait is measured from the submit stamp: no clock read here.
-    detail::await_slot(*w.hints, op, op.submitted_at_, op.cpu_);
-    return detail::take_call(op, what);
+    detail::call<T> c(std::move(t), detail::call_mode::blocking);
+    if (deadline != nullptr) detail::call_set_deadline(c, *deadline);
+    detail::call_submit(*core_, c, what);
+    detail::call_wait(w, c, true); // measured from the submit stamp
+    return c.take(what);
   }
 
   detail::runner_core* core_;
 };
 
-/// The handle of a submitted task.
-/// Thread: one owner at a time. Lifetime: destroying a future that was never
-/// waited on requests cancellation and waits until the coroutine is gone (on
-/// the loop thread itself it only requests, and the loop reclaims the frame).
-template <class T> class future {
-public:
-  future() noexcept = default;
-  future(future&& o) noexcept
-      : core_(o.core_), w_(o.w_), st_(std::exchange(o.st_, nullptr)), link_(std::move(o.link_)) {}
-  future& operator=(future&& o) noexcept {
-    if (this != &o) {
-      reset();
-      core_ = o.core_;
-      w_ = o.w_;
-      st_ = std::exchange(o.st_, nullptr);
-      link_ = std::move(o.link_);
-    }
-    return *this;
-  }
-  future(const future&) = delete;
-  future& operator=(const future&) = delete;
-  ~future() { reset(); }
-
-  /// True until get() consumed the result (or after a move-from: false).
-  bool valid() const noexcept { return st_ != nullptr; }
-
-  /// Block until the task ended; its value or exception (cancelled_error
-  /// after cancel(), runner_closed_error after close()).
-  /// Throws: reentrancy_error on the runner's loop thread.
-  T get() {
-    require("palitra::future::get");
-    // A finished op never touches the runner: get() stays valid after the
-    // runner was closed and destroyed (close() publishes every call).
-    // Even when ready: a blocking call on the loop thread is refused whatever
-    // the timing, so the misuse shows on the first run, not the unlucky one.
-    detail::check_not_loop_thread(w_, "palitra::future::get");
-    if (!st_->slot_.is_done()) {
-      // From here the call may be published at any moment, and the runner
-      // destroyed right after (close() then ~runner): touch only w_ and st_.
-      detail::check_blocking_wait(w_, "palitra::future::get");
-      detail::await_slot(*w_.hints, *st_, std::chrono::steady_clock::now(),
-                         detail::current_cpu_tag());
-    }
-    drop_link();
-    std::unique_ptr<state> s(std::exchange(st_, nullptr));
-    return detail::take_call<T>(*s, "palitra::future::get");
-  }
-
-  /// Wait up to `d`; true if the task has ended. Throws: reentrancy_error on
-  /// the runner's loop thread.
-  template <class Rep, class Period> bool wait_for(std::chrono::duration<Rep, Period> d) {
-    require("palitra::future::wait_for");
-    detail::check_not_loop_thread(w_, "palitra::future::wait_for");
-    if (st_->slot_.is_done()) return true;
-    detail::check_blocking_wait(w_, "palitra::future::wait_for"); // as in get()
-    return st_->slot_.wait_until(detail::deadline_after(d), detail::caller_spin(*w_.hints));
-  }
-
-  /// True if the task has ended (get() will not block).
-  bool ready() const noexcept { return st_ != nullptr && st_->slot_.is_done(); }
-
-  /// Request cancellation (never blocks); the task sees cancelled_error at
-  /// its next cancellation point. Thread: the owner's, like every member; to
-  /// cancel from another thread, use get_cancel_token().
-  void cancel() noexcept {
-    // Not in a forked child: the loop that owns the op does not exist there,
-    // and its copied wake fd is the parent's.
-    if (st_ != nullptr && !st_->slot_.is_done() && !detail::inherited(w_))
-      detail::request_cancel(*core_, *st_);
-  }
-
-  /// A token that cancels this task from any thread (see cancel_token).
-  /// Thread: the owner's. Throws: palitra::error on a future with no state;
-  /// std::bad_alloc (the first token allocates a small shared block).
-  cancel_token get_cancel_token() {
-    require("palitra::future::get_cancel_token");
-    if (!link_) link_ = detail::make_token_link(*core_, *st_, w_);
-    return cancel_token(link_);
-  }
-
-private:
-  friend class runner;
-  using state = detail::heap_root<T>;
-
-  void drop_link() noexcept {
-    if (link_) {
-      detail::unlink_token(*link_); // no token touches the op after this
-      link_.reset();
-    }
-  }
-  future(detail::runner_core* c, detail::wait_ref w, state* s) noexcept
-      : core_(c), w_(w), st_(s) {}
-
-  void require(const char* what) const {
-    if (st_ == nullptr)
-      throw error(std::string(what) + ": this future has no state (moved-from or already "
-                                      "retrieved); call get() once per submit()");
-  }
-
-  void reset() noexcept {
-    if (st_ == nullptr) return;
-    drop_link();
-    state* s = std::exchange(st_, nullptr);
-    if (!s->slot_.is_done()) {
-      if (detail::inherited(w_)) {
-        // A forked child: the loop thread that owns the op does not exist
-        // here, so nothing can end it. Leak it rather than hang.
-        return;
-      }
-      if (detail::on_loop_thread(*core_)) {
-        detail::detach_on_loop(*core_, *s); // the loop reclaims it at the end
-        return;
-      }
-      detail::request_cancel(*core_, *s);
-      s->slot_.wait(detail::caller_spin(*w_.hints));
-    }
-    delete s; // the frame is gone already: the loop harvested it before P1
-  }
-
-  detail::runner_core* core_ = nullptr;
-  detail::wait_ref w_; // what a wait reads instead of the runner (runner_core.hpp)
-  state* st_ = nullptr;
-  std::shared_ptr<detail::token_link> link_; // only once a cancel_token was asked for
-};
-
 template <class T> future<T> runner::submit(task<T> t) {
   check_task(t, "palitra::runner::submit");
-  auto* op = new detail::heap_root<T>(std::move(t), detail::root_mode::future);
-  op->stamp();
+  auto* op = new detail::heap_call<T>(std::move(t), detail::call_mode::future);
   // Everything the future needs is read before the push: once pushed, the
   // call may be published and this runner destroyed (close() then ~runner)
   // before we return, so not even this->core_ may be read afterwards.
   detail::runner_core* const c = core_;
-  const detail::wait_ref w = detail::wait_ref_of(*c);
+  const detail::wait_ref w = detail::call_wait_ref(*c);
   try {
-    detail::submit_root(*c, *op, "palitra::runner::submit");
+    detail::call_submit(*c, *op, "palitra::runner::submit");
   } catch (...) {
     delete op;
     throw;

@@ -28,7 +28,7 @@
 #include <type_traits>
 
 #include <palitra/config.hpp>
-#include <palitra/detail/completion_slot.hpp>
+#include "completion_slot.hpp"
 
 #include "dsched.hpp"
 
@@ -49,7 +49,7 @@ using slot_t = basic_completion_slot<dsched_sync>;
 using dsched::check;
 using dsched::no_step;
 
-// One call as the caller's frame holds it (root_op: the slot, then the
+// One call as the caller's frame holds it (the call record: the slot, then the
 // result the loop writes before P1).
 struct call {
   slot_t slot;

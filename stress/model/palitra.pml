@@ -13,7 +13,7 @@
  * syscall (CAS, exchange, fetch_add, load, store, FUTEX_WAIT's
  * compare-and-sleep, FUTEX_WAKE, eventfd write/read, queue push/take).
  * Bookkeeping that only the acting thread sees (counters, frame flags, the
- * loop's registry, the construction of a root_op before its push) is
+ * loop's registry, the construction of a call record before its push) is
  * folded into the d_step of the atomic op next to it. Three pairs of
  * adjacent loads on the loop thread are one step each; README.md ("Merged
  * loads") shows why no behaviour is lost. The model is sequentially
@@ -54,19 +54,19 @@
 
 /* What the caller gets back. */
 #define NONE   0 /* nothing published yet */
-#define OK     1 /* end_kind value or failed: one protocol path */
-#define TMO    2 /* end_kind cancelled, end_reason timeout */
+#define OK     1 /* call_outcome value or failed: one protocol path */
+#define TMO    2 /* call_outcome cancelled, end_reason timeout */
 #define SHUT   3 /* end_reason close: cancelled by begin_stop, or accepted by
-                    G1 and rejected at the pop (end_kind rejected) */
+                    G1 and rejected at the pop (call_outcome rejected) */
 #define CLOSED 4 /* runner_closed_error: rejected by G1, never pushed */
 
-/* ---- per caller thread: ONE slot, reused by its K calls (the root_op sits
+/* ---- per caller thread: ONE slot, reused by its K calls (the call record sits
    at the same stack address every call, so a late FUTEX_WAKE for call k
    can hit call k+1) */
 byte st[NC];        /* basic_completion_slot::state_ */
 byte outcome[NC];   /* the result the caller reads after A1 */
 bool sleeping[NC];  /* the futex wait queue of that address */
-bool frame[NC];     /* the loop may still use the call's frame and root_op
+bool frame[NC];     /* the loop may still use the call's frame and call record
                        (set at construction; cleared by P1, or by the
                        caller at a G1 rejection); the caller may free them
                        only when it is 0 */
@@ -143,7 +143,7 @@ inline request_stop(won, wk) {
   assert(!frame[c]); \
   assert((outcome[c] == CLOSED) == !pushed[c]); \
   returned[c] = 1; nret++; k++; \
-  outcome[c] = NONE; pushed[c] = 0 /* the root_op is gone */
+  outcome[c] = NONE; pushed[c] = 0 /* the call record is gone */
 
 #ifdef BUG_NO_GATE
 #define G1_COUNT   skip  /* mutant: the state is read, producers not counted */
@@ -159,7 +159,7 @@ proctype Caller(byte c) {
   do
   :: k == K -> break
   :: k < K ->
-     /* G1: fetch_add(gate_one), reading the state. The fresh root_op (at
+     /* G1: fetch_add(gate_one), reading the state. The fresh call record (at
         the same stack address every call: slot_pending, frame alive) is
         thread-local until the push, so its construction is folded in. */
      d_step {

@@ -31,7 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include <palitra/detail/sync_policy.hpp>
+#include "sync_policy.hpp"
 
 namespace palitra::detail {
 
