@@ -17,7 +17,8 @@ void fail_next_thread_create(bool on) noexcept;
 /// Load mimalloc under `soname` instead of the configured name (a name that
 /// does not exist makes the load fail). Takes effect only before the frame
 /// allocator is chosen (the first runner start or frame_allocator_status());
-/// returns false, and changes nothing, if it was already chosen.
+/// returns false, and changes nothing, if it was already chosen. `soname`
+/// must live as long as the process (a string literal): the status keeps it.
 bool force_mimalloc_soname(const char* soname) noexcept;
 
 // ---- used by the core
