@@ -13,7 +13,7 @@
 // forms) by any thread of the process while counting is on. Frees are not
 // counted. Not counted: memory palitra's frame allocator takes from its
 // privately dlopen()ed mimalloc (mi_malloc is not a global allocator; see
-// core/frame_allocator.cpp) and anything obtained with mmap directly.
+// core/alloc/frame_allocator.cpp) and anything obtained with mmap directly.
 //
 // Cost when off: one relaxed load per allocation. When on: one relaxed
 // fetch_add on a shared counter, which is why the benchmark counts in

@@ -9,6 +9,8 @@ namespace {
 std::atomic<bool> g_armed{false};
 std::atomic<long> g_frame_countdown{-1};
 std::atomic<bool> g_fail_thread{false};
+std::atomic<const char*> g_soname{nullptr};
+std::atomic<bool> g_soname_taken{false};
 
 void rearm() noexcept {
   g_armed.store(g_frame_countdown.load(std::memory_order_relaxed) >= 0 ||
@@ -48,6 +50,18 @@ bool thread_create_should_fail() noexcept {
   if (!g_fail_thread.exchange(false, std::memory_order_relaxed)) return false;
   rearm();
   return true;
+}
+
+bool force_mimalloc_soname(const char* soname) noexcept {
+  // seq_cst store then load, against take_mimalloc_soname's store then load
+  // (Dekker): either the chooser sees the name or we see that it chose.
+  g_soname.store(soname, std::memory_order_seq_cst);
+  return !g_soname_taken.load(std::memory_order_seq_cst);
+}
+
+const char* take_mimalloc_soname() noexcept {
+  g_soname_taken.store(true, std::memory_order_seq_cst); // pairs with force_mimalloc_soname
+  return g_soname.load(std::memory_order_seq_cst);
 }
 
 } // namespace palitra::detail::fault

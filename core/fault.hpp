@@ -14,9 +14,18 @@ namespace palitra::detail::fault {
 void fail_frame_alloc_after(long n) noexcept;
 /// The next runner start-up fails as if pthread_create returned EAGAIN.
 void fail_next_thread_create(bool on) noexcept;
+/// Load mimalloc under `soname` instead of the configured name (a name that
+/// does not exist makes the load fail). Takes effect only before the frame
+/// allocator is chosen (the first runner start or frame_allocator_status());
+/// returns false, and changes nothing, if it was already chosen. `soname`
+/// must live as long as the process (a string literal): the status keeps it.
+bool force_mimalloc_soname(const char* soname) noexcept;
 
 // ---- used by the core
 bool frame_alloc_should_fail() noexcept;
 bool thread_create_should_fail() noexcept;
+/// Called once, when the frame allocator is chosen: the forced name or
+/// nullptr. Afterwards force_mimalloc_soname() returns false.
+const char* take_mimalloc_soname() noexcept;
 
 } // namespace palitra::detail::fault

@@ -12,7 +12,7 @@
 #  define PALITRA_WINDOWS 1
 #endif
 
-// ThreadSanitizer / AddressSanitizer detection. gcc defines __SANITIZE_*__
+// Sanitizer detection (Thread, Address, HWAddress, Memory). gcc defines __SANITIZE_*__
 // and has no __has_feature; clang is the other way round. The defined() and
 // __has_feature() tests must be nested or gcc 12 fails to preprocess.
 #if defined(__SANITIZE_THREAD__)
@@ -28,6 +28,24 @@
 #  if __has_feature(address_sanitizer)
 #    define PALITRA_ASAN 1
 #  endif
+#endif
+#if defined(__SANITIZE_HWADDRESS__)
+#  define PALITRA_HWASAN 1
+#elif defined(__has_feature)
+#  if __has_feature(hwaddress_sanitizer)
+#    define PALITRA_HWASAN 1
+#  endif
+#endif
+#if defined(__has_feature) // clang only: gcc has no MemorySanitizer
+#  if __has_feature(memory_sanitizer)
+#    define PALITRA_MSAN 1
+#  endif
+#endif
+// Any sanitizer that must see every allocation and free, or every
+// happens-before edge, that an uninstrumented allocator would hide.
+#if defined(PALITRA_TSAN) || defined(PALITRA_ASAN) || defined(PALITRA_HWASAN) || \
+    defined(PALITRA_MSAN)
+#  define PALITRA_SANITIZER 1
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)

@@ -1,6 +1,7 @@
 // palitra — everything: #include <palitra/palitra.hpp>
 #pragma once
 
+#include <palitra/allocator.hpp>
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
 #include <palitra/future.hpp>

@@ -238,6 +238,8 @@ TEST_CASE("the window counts allocations made on the loop thread (control)", "[a
 }
 
 TEST_CASE("frames come from mimalloc", "[alloc]") {
+  INFO(palitra::frame_allocator_status().description);
+  REQUIRE(palitra::frame_allocator_status().kind == palitra::frame_allocator_kind::mimalloc);
   REQUIRE(palitra::detail::frame_allocator_name() == std::string("mimalloc"));
 }
 
