@@ -9,6 +9,7 @@ namespace {
 std::atomic<bool> g_armed{false};
 std::atomic<long> g_frame_countdown{-1};
 std::atomic<bool> g_fail_thread{false};
+std::atomic<int> g_pwait2_errno{0};
 
 void rearm() noexcept {
   g_armed.store(g_frame_countdown.load(std::memory_order_relaxed) >= 0 ||
@@ -49,5 +50,10 @@ bool thread_create_should_fail() noexcept {
   rearm();
   return true;
 }
+
+void fail_epoll_pwait2(int err) noexcept { g_pwait2_errno.store(err, std::memory_order_relaxed); }
+
+// Not behind g_armed: it is read once per reactor wait, already a syscall.
+int epoll_pwait2_error() noexcept { return g_pwait2_errno.load(std::memory_order_relaxed); }
 
 } // namespace palitra::detail::fault

@@ -17,7 +17,7 @@
 #include <palitra/runner.hpp>
 
 #include "latency_histogram.hpp"
-#include "reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "submission.hpp"
 #include "timer_heap.hpp"
 
@@ -91,6 +91,8 @@ public:
   wait_hints& hints() const noexcept { return hints_; }
   void close_handles() noexcept { reactor_.close(); }
   int handle_count() const noexcept { return reactor_.handle_count(); }
+  /// Loop thread: the reactor, for I/O awaitables (and tests).
+  reactor& io() noexcept { return reactor_; }
 
   // ---- loop thread
   void schedule(ready_item& item) noexcept;
