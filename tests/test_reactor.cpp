@@ -489,6 +489,7 @@ TEST_CASE("reactor: epoll: a refused epoll_pwait2 falls back to epoll_wait", "[r
 // The scripted backend itself.
 
 TEST_CASE("reactor: fake: records calls and the timeout a poll would have slept", "[reactor]") {
+  fd_balance fb; // the fake holds no OS resources
   reactor_fake r;
   io_handle h;
   REQUIRE(!r.attach(h, 7));
@@ -520,6 +521,7 @@ TEST_CASE("reactor: fake: records calls and the timeout a poll would have slept"
 
 TEST_CASE("reactor: fake: a refused start completes with its error on the next poll",
           "[reactor]") {
+  fd_balance fb;
   reactor_fake r;
   io_handle h;
   REQUIRE(!r.attach(h, 3));
@@ -537,6 +539,7 @@ TEST_CASE("reactor: fake: the loop's pass step polls only with I/O pending and n
           "[reactor]") {
   // loop::run's I/O step (poll_pass) against a ready queue that never
   // empties: every pass has work, so the loop never reaches idle().
+  fd_balance fb;
   reactor_fake r;
   io_handle h;
   REQUIRE(!r.attach(h, 3));
