@@ -11,6 +11,7 @@ std::atomic<long> g_frame_countdown{-1};
 std::atomic<bool> g_fail_thread{false};
 std::atomic<const char*> g_soname{nullptr};
 std::atomic<bool> g_soname_taken{false};
+std::atomic<int> g_pwait2_errno{0};
 
 void rearm() noexcept {
   g_armed.store(g_frame_countdown.load(std::memory_order_relaxed) >= 0 ||
@@ -63,5 +64,9 @@ const char* take_mimalloc_soname() noexcept {
   g_soname_taken.store(true, std::memory_order_seq_cst); // pairs with force_mimalloc_soname
   return g_soname.load(std::memory_order_seq_cst);
 }
+void fail_epoll_pwait2(int err) noexcept { g_pwait2_errno.store(err, std::memory_order_relaxed); }
+
+// Not behind g_armed: it is read once per reactor wait, already a syscall.
+int epoll_pwait2_error() noexcept { return g_pwait2_errno.load(std::memory_order_relaxed); }
 
 } // namespace palitra::detail::fault

@@ -20,6 +20,10 @@ void fail_next_thread_create(bool on) noexcept;
 /// returns false, and changes nothing, if it was already chosen. `soname`
 /// must live as long as the process (a string literal): the status keeps it.
 bool force_mimalloc_soname(const char* soname) noexcept;
+/// From now on epoll_pwait2 fails with `err` (0: off), as under a seccomp
+/// filter that predates it (EPERM) or on a kernel before 5.11 (ENOSYS).
+/// Reactors built while it is armed see it in their probe.
+void fail_epoll_pwait2(int err) noexcept;
 
 // ---- used by the core
 bool frame_alloc_should_fail() noexcept;
@@ -27,5 +31,7 @@ bool thread_create_should_fail() noexcept;
 /// Called once, when the frame allocator is chosen: the forced name or
 /// nullptr. Afterwards force_mimalloc_soname() returns false.
 const char* take_mimalloc_soname() noexcept;
+/// The errno epoll_pwait2 must fail with, or 0.
+int epoll_pwait2_error() noexcept;
 
 } // namespace palitra::detail::fault

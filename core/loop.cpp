@@ -669,6 +669,8 @@ void loop::idle() noexcept {
     for (;;) {
       if (work_waiting()) return note(true);
       if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
+      // I/O completes during the hand-over too, not up to loop_spin late.
+      if (poll_pass(reactor_) > 0) return;
       if (poll) {
         for (int i = 0; i < 16 && !work_waiting(); ++i) os_sync::pause(); // ~0.3 µs
       } else {
@@ -693,9 +695,9 @@ void loop::idle() noexcept {
   // so never sleep longer than 1 ms on it.
   constexpr std::int64_t max_sleep_ns = 1'000'000;
   const std::int64_t d = next_deadline();
-  reactor_.wait(d < 0 || d > max_sleep_ns ? max_sleep_ns : d);
+  reactor_.poll(d < 0 || d > max_sleep_ns ? max_sleep_ns : d);
 #else
-  reactor_.wait(next_deadline());
+  reactor_.poll(next_deadline()); // dispatches I/O completions too
 #endif
   sub_.disarm(); // W3
   // Woken by a submission (not a timer, a close or a spurious wake): would a
@@ -775,6 +777,13 @@ void loop::run(std::uint32_t born) noexcept {
     drain_queue();
     run_ready();
     fire_timers();
+    // I/O on every pass, not only when idle, so a ready queue that never
+    // empties cannot starve it (review B.7). Gated on pending ops, so a pass
+    // under a pure run() load stays syscall-free; with I/O in flight it is
+    // one epoll_wait(0) per pass, amortised over the pass's whole batch
+    // (run_ready runs everything ready when it began; tokio's
+    // event_interval = 61 counts single tasks, a pass here is many).
+    poll_pass(reactor_);
     if (stopping_ && registry_ == nullptr && ready_head_ == nullptr) {
       if (try_finish_stop()) break;
       mark_away();

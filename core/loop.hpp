@@ -17,7 +17,7 @@
 
 #include "call.hpp"
 #include "latency_histogram.hpp"
-#include "reactor.hpp"
+#include "reactor/reactor.hpp"
 #include "submission.hpp"
 #include "timer_heap.hpp"
 
@@ -131,6 +131,8 @@ public:
   /// the wait-hint block and the timer heap's memory go back.
   void close_handles() noexcept;
   int handle_count() const noexcept { return reactor_.handle_count(); }
+  /// Loop thread: the reactor, for I/O awaitables (and tests).
+  reactor& io() noexcept { return reactor_; }
 
   // ---- loop thread
   void schedule(ready_item& item) noexcept;

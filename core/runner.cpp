@@ -48,6 +48,7 @@ std::uint32_t fork_generation() noexcept {
 runner_core::runner_core(const runner_options& o)
     : loop_(o), born_(fork_generation()),
       id_(g_next_runner_id.fetch_add(1, std::memory_order_relaxed)) { // relaxed: see g_next_runner_id
+  frame_allocator_init(); // A10: choose the frame allocator before the first frame
   register_fork_handler();
   try {
     if (fault::thread_create_should_fail())
