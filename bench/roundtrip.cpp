@@ -629,7 +629,7 @@ std::vector<double*> fields(sample& s) {
 
 #if defined(PALITRA_BENCH_MCQUEUE_EXE)
 /// One round of the moodycamel ablation: the same palitra sources built with
-/// PALITRA_SUBMISSION_QUEUE_MOODYCAMEL cannot share this process (same
+/// the moodycamel ablation (PALITRA_SUBMISSION_QUEUE_HEADER) cannot share this process (same
 /// symbols), so the sibling binary measures the round with this harness and
 /// the same parameters and prints one CSV line (--child). It inherits this
 /// process's CPU affinity, so `taskset -c 0` covers it too.

@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "fuzz_support.hpp"
-#include "mpsc_queue.hpp"
+#include "runtime/mpsc_queue.hpp"
 
 namespace {
 

@@ -23,7 +23,7 @@
 #include <map>
 
 #include "fuzz_support.hpp"
-#include "timer_heap.hpp"
+#include "timer/timer_heap.hpp"
 
 namespace {
 

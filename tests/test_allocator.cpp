@@ -10,7 +10,7 @@
 #include <palitra/allocator.hpp>
 #include <palitra/detail/frame_allocator.hpp>
 
-#include "fault.hpp"
+#include "diag/fault.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -10,7 +10,7 @@
 
 #include <vector>
 
-#include "fault.hpp"
+#include "diag/fault.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

@@ -9,7 +9,7 @@
 
 #include "support.hpp"
 
-#include "loop.hpp" // white-box: wait_hints_pool_size
+#include "runtime/loop.hpp" // white-box: wait_hints_pool_size
 
 using namespace std::chrono_literals;
 using palitra_test::probe;

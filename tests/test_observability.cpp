@@ -8,8 +8,8 @@
 #include <pthread.h>
 #include <sched.h>
 
-#include "latency_histogram.hpp"
-#include "loop.hpp"
+#include "runtime/latency_histogram.hpp"
+#include "runtime/loop.hpp"
 #include "support.hpp"
 
 using namespace std::chrono_literals;

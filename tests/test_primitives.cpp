@@ -12,11 +12,11 @@
 
 #include "support.hpp"
 
-#include "address_wait.hpp"
-#include "mpsc_queue.hpp"
-#include "timer_heap.hpp"
+#include "wait/address_wait.hpp"
+#include "runtime/mpsc_queue.hpp"
+#include "timer/timer_heap.hpp"
 
-#include "completion_slot.hpp"
+#include "wait/completion_slot.hpp"
 
 using namespace std::chrono_literals;
 using palitra::detail::completion_slot;

@@ -14,8 +14,8 @@
 #include <memory>
 #include <thread>
 
-#include "fault.hpp"
-#include "loop.hpp"
+#include "diag/fault.hpp"
+#include "runtime/loop.hpp"
 #include "reactor/reactor.hpp"
 #include "reactor/reactor_fake.hpp"
 #include "support.hpp"

@@ -54,7 +54,7 @@
 #include <palitra/config.hpp>
 #include <palitra/detail/frame_allocator.hpp>
 
-#include "fault.hpp"
+#include "diag/fault.hpp"
 
 #if defined(PALITRA_FRAME_ALLOCATOR_MIMALLOC) && !defined(PALITRA_SANITIZER)
 #  define PALITRA_FRAMES_FROM_MIMALLOC 1

@@ -28,7 +28,7 @@
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
 
-#include "fault.hpp"
+#include "diag/fault.hpp"
 #include "reactor_epoll.hpp"
 
 namespace palitra::detail {

@@ -28,7 +28,7 @@
 #include <type_traits>
 
 #include <palitra/config.hpp>
-#include "completion_slot.hpp"
+#include "wait/completion_slot.hpp"
 
 #include "dsched.hpp"
 

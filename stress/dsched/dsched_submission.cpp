@@ -41,7 +41,7 @@
 #include <vector>
 
 #include "dsched.hpp"
-#include "submission.hpp"
+#include "runtime/submission.hpp"
 
 namespace palitra::detail {
 namespace {

@@ -159,13 +159,24 @@ proctype Caller(byte c) {
   do
   :: k == K -> break
   :: k < K ->
-     /* G1: fetch_add(gate_one), reading the state. The fresh call record (at
-        the same stack address every call: slot_pending, frame alive) is
-        thread-local until the push, so its construction is folded in. */
+     /* G0: a relaxed read of the state before the count (submission.hpp).
+        The fresh call record (at the same stack address every call:
+        slot_pending, frame alive) is thread-local until the push, so its
+        construction is folded in. */
      d_step {
        st[c] = slot_pending; outcome[c] = NONE; frame[c] = 1; returned[c] = 0;
-       g = gstate; G1_COUNT
+       g = gstate
      };
+     if
+     :: g != gate_running ->
+        /* G0 reject: the count is never touched; runner_closed_error */
+        d_step { g = 0; outcome[c] = CLOSED; frame[c] = 0; COUNT(rejected); RETURN }
+     :: else -> skip
+     fi;
+     if
+     :: !returned[c] ->
+     /* G1: fetch_add(gate_one), reading the state again. */
+     d_step { g = gstate; G1_COUNT };
      if
      :: g != gate_running ->
         /* G1 reject: fetch_sub; runner_closed_error; the caller frees the
@@ -197,6 +208,8 @@ proctype Caller(byte c) {
            ; d_step { RETURN }; break              /* mutant: no A1 re-check */
 #endif
         od
+     fi
+     :: else -> skip                               /* rejected at G0 */
      fi
   od
 }

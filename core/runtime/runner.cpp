@@ -1,7 +1,5 @@
 // palitra — runner: thread start-up, close, fork, and the entry points the
 // templates in runner.hpp call.
-#include <pthread.h>
-
 #include <cstdio>
 #include <memory>
 #include <mutex>
@@ -12,8 +10,9 @@
 #include <palitra/error.hpp>
 #include <palitra/runner.hpp>
 
-#include "fault.hpp"
-#include "runner_core.hpp"
+#include "diag/fault.hpp"
+#include "platform/platform.hpp"
+#include "runtime/runner_core.hpp"
 
 namespace palitra::detail {
 namespace {
@@ -22,11 +21,11 @@ namespace {
 // the child; parents never see it change.
 std::atomic<std::uint32_t> g_fork_generation{0};
 
-void on_fork_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+void count_fork_child() noexcept { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
 
 void register_fork_handler() noexcept {
   static const bool once = [] {
-    pthread_atfork(nullptr, nullptr, &on_fork_child);
+    platform::on_fork_child(&count_fork_child);
     return true;
   }();
   (void)once;
@@ -54,7 +53,7 @@ runner_core::runner_core(const runner_options& o)
     if (fault::thread_create_should_fail())
       throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
     thread_ = std::thread([this, name = o.name] {
-      if (!name.empty()) pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+      if (!name.empty()) platform::set_thread_name(name);
       tl_core = this;
       tl_runner_id = id_;
       // release: the constructor's acquire wait sees tl_core set and the

@@ -53,13 +53,13 @@
 #include <cstdint>
 
 #include <palitra/detail/call.hpp>
-#include "sync_policy.hpp"
+#include "wait/sync_policy.hpp"
 
-#include "mpsc_queue.hpp"
+#include "runtime/mpsc_queue.hpp"
 
 namespace palitra::detail {
 
-/// The queue is a parameter only for the benchmark ablation (mc_queue.hpp):
+/// The queue is a parameter only for the benchmark ablation (bench/ablation/mc_queue.hpp):
 /// production and dsched use basic_mpsc_queue. Queue provides push(node)
 /// (Q1: a full fence between the push and the caller's next seq_cst load,
 /// for W2), empty_seq_cst() (W1's re-check, after a full fence), empty_hint()
@@ -166,8 +166,10 @@ public:
   /// S2. true: stopped; no producer can pass G1 any more.
   bool try_finish_stop() noexcept {
     std::uint64_t expected = gate_stopping; // and zero producers
-    // S2, acq_rel: acquire pairs with every producer's G3.
-    return gate_.compare_exchange_strong(expected, gate_stopped, std::memory_order_acq_rel,
+    // S2, acquire: pairs with every producer's G3, so their pushes are seen
+    // by the final drain. No release half: no thread reads what the loop did
+    // before S2 through the gate (A15).
+    return gate_.compare_exchange_strong(expected, gate_stopped, std::memory_order_acquire,
                                          std::memory_order_relaxed);
   }
 

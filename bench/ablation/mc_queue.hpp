@@ -2,7 +2,7 @@
 // moodycamel::ConcurrentQueue<queue_node*>, behind the same interface as
 // basic_mpsc_queue (mpsc_queue.hpp), so palitra_bench_mcqueue runs the very
 // same run() path (gate, wake elision, loop) with only the queue swapped.
-// Built only into bench/'s palitra_mcqueue (PALITRA_SUBMISSION_QUEUE_MOODYCAMEL=1);
+// Built only into bench/'s palitra_mcqueue (PALITRA_SUBMISSION_QUEUE_HEADER names this file);
 // never in the library, the tests or the stress suites.
 //
 // Why it is not the production queue (DESIGN.md §1, Submission):
@@ -90,8 +90,14 @@ public:
     }
   }
 
+  /// I2: the loop never sleeps longer than this on W1's approximate check.
+  static constexpr std::int64_t max_sleep_ns = 1'000'000;
+
 private:
   moodycamel::ConcurrentQueue<queue_node*> q_;
 };
+
+/// The submission-queue selector's hook (core/submission_queue.hpp).
+using submission_queue_t = mc_submission_queue;
 
 } // namespace palitra::detail

@@ -1,5 +1,5 @@
 // palitra — timer heap (see timer_heap.hpp).
-#include "timer_heap.hpp"
+#include "timer/timer_heap.hpp"
 
 namespace palitra::detail {
 

@@ -5,7 +5,7 @@
 
 #include <palitra/config.hpp>
 #include <palitra/detail/loop_hooks.hpp>
-#include "call.hpp"
+#include "runtime/call.hpp"
 #include <palitra/error.hpp>
 
 namespace palitra::detail {

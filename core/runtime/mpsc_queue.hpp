@@ -20,12 +20,15 @@
 #include <atomic>
 
 #include <palitra/detail/call.hpp>
-#include "sync_policy.hpp"
+#include "wait/sync_policy.hpp"
 
 namespace palitra::detail {
 
 template <class Sync> class basic_mpsc_queue {
 public:
+  /// The loop may sleep as long as it likes: W1's re-check is exact.
+  static constexpr std::int64_t max_sleep_ns = -1;
+
   void push(queue_node* n) noexcept {
     // relaxed: only a first guess for the CAS, which re-reads on failure.
     queue_node* h = head_.load(std::memory_order_relaxed);

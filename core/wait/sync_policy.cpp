@@ -1,10 +1,9 @@
 // palitra — os_sync: the production synchronisation policy
 // (sync_policy.hpp).
-#include <sched.h>
+#include "wait/sync_policy.hpp"
 
-#include "sync_policy.hpp"
-
-#include "address_wait.hpp"
+#include "wait/address_wait.hpp"
+#include "platform/platform.hpp"
 
 namespace palitra::detail {
 
@@ -19,6 +18,6 @@ bool os_sync::wait_until(const std::atomic<std::uint32_t>& a, std::uint32_t expe
 
 void os_sync::wake_one(const void* addr) noexcept { address_wake_one(addr); }
 
-void os_sync::yield() noexcept { sched_yield(); }
+void os_sync::yield() noexcept { platform::yield_cpu(); }
 
 } // namespace palitra::detail

@@ -7,7 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "address_wait.hpp"
+#include "wait/address_wait.hpp"
 
 namespace palitra::detail::native_wait {
 namespace {

@@ -31,7 +31,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "sync_policy.hpp"
+#include "wait/sync_policy.hpp"
 
 namespace palitra::detail {
 

@@ -37,7 +37,7 @@
 #include <mutex>
 #include <thread>
 
-#include "loop.hpp"
+#include "runtime/loop.hpp"
 
 namespace palitra::detail {
 

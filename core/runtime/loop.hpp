@@ -15,87 +15,15 @@
 #include <palitra/detail/loop_hooks.hpp>
 #include <palitra/runner.hpp>
 
-#include "call.hpp"
-#include "latency_histogram.hpp"
+#include "runtime/call.hpp"
+#include "runtime/latency_histogram.hpp"
 #include "reactor/reactor.hpp"
-#include "submission.hpp"
-#include "timer_heap.hpp"
-
-// The submission queue: the intrusive MPSC queue, or, in bench/'s
-// palitra_mcqueue ablation only, moodycamel (mc_queue.hpp).
-#ifndef PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
-#define PALITRA_SUBMISSION_QUEUE_MOODYCAMEL 0
-#endif
-#if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
-#include "mc_queue.hpp"
-#endif
+#include "runtime/submission.hpp"
+#include "runtime/submission_queue.hpp"
+#include "timer/timer_heap.hpp"
+#include "runtime/wait_hints.hpp"
 
 namespace palitra::detail {
-
-#if PALITRA_SUBMISSION_QUEUE_MOODYCAMEL
-using submission_queue_t = mc_submission_queue;
-#else
-using submission_queue_t = basic_mpsc_queue<os_sync>;
-#endif
-
-/// Blocking waits of the calling thread that ended in the cross-CPU spin
-/// (loop.cpp), for tests: a thread-local count costs the call nothing shared.
-std::uint64_t spin_hits_this_thread() noexcept;
-
-/// What a waiting caller reads of its loop while it waits: the adaptive
-/// caller budget and its ceiling, and the loop's presence (cross-CPU spin).
-/// Type-stable: blocks come from a pool that grows and never frees (loop.cpp,
-/// "wait hints"), because a caller released by close() may still read its
-/// block after the runner was destroyed. A runner holds its block from its
-/// construction to the end of its close() (after the join), then the block
-/// serves the next runner; a late reader of a reused block only misleads its
-/// own heuristics for one wait, it never corrupts anything.
-struct alignas(64) wait_hints {
-  std::atomic<std::int64_t> caller_budget{0};  ///< ns, adaptive (loop.cpp)
-  std::atomic<std::int64_t> caller_ceiling{0}; ///< ns, runner_options::caller_spin
-  std::atomic<std::uint32_t> presence{0};      ///< the loop's CPU tag, 0 when away
-  std::atomic<bool> taken{false};              ///< owned by a runner (the pool's flag)
-  wait_hints* next_in_pool = nullptr;          ///< immutable once linked
-};
-
-/// A free block of the pool (the pool grows by one chunk when none is free),
-/// its budget and ceiling set to `ceiling_ns` and its presence to 0. Any
-/// thread. Throws std::bad_alloc when the pool must grow and cannot.
-wait_hints& acquire_wait_hints(std::int64_t ceiling_ns);
-/// The adaptive caller budget of h now (loop.cpp, "adaptive spin").
-inline std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
-  // relaxed: a heuristic value, publishes nothing.
-  return std::chrono::nanoseconds(h.caller_budget.load(std::memory_order_relaxed));
-}
-
-/// Back to the pool (the memory stays: late waiters may still read it).
-void release_wait_hints(wait_hints& h) noexcept;
-/// Blocks ever made (tests: a create/close cycle must not grow the pool).
-std::size_t wait_hints_pool_size() noexcept;
-
-/// Owns one block of the pool from construction until release() or
-/// destruction, whichever comes first (keeps the block from leaking when a
-/// later member of the loop throws in its constructor).
-class wait_hints_lease {
-public:
-  explicit wait_hints_lease(std::int64_t ceiling_ns) : h_(&acquire_wait_hints(ceiling_ns)) {}
-  ~wait_hints_lease() { release(); }
-  wait_hints_lease(const wait_hints_lease&) = delete;
-  wait_hints_lease& operator=(const wait_hints_lease&) = delete;
-  wait_hints& get() const noexcept { return *h_; }
-  /// Loop owner only, after the loop thread ended. Idempotent.
-  void release() noexcept {
-    if (!released_) {
-      released_ = true;
-      release_wait_hints(*h_);
-    }
-  }
-  bool released() const noexcept { return released_; }
-
-private:
-  wait_hints* h_; // never null; kept after release (late readers tolerate it)
-  bool released_ = false;
-};
 
 class loop {
 public:

@@ -1,5 +1,5 @@
 // palitra — fault-injection seams (see fault.hpp).
-#include "fault.hpp"
+#include "diag/fault.hpp"
 
 namespace palitra::detail::fault {
 namespace {

@@ -9,8 +9,6 @@
 // valid for the whole process (DESIGN.md §2), and no static destructor may
 // touch one (§4: static-destruction order must not matter). A closed runner
 // holds no thread and no fd, only its memory.
-#include <pthread.h>
-
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -18,6 +16,8 @@
 
 #include <palitra/error.hpp>
 #include <palitra/run.hpp>
+
+#include "platform/platform.hpp"
 
 namespace palitra {
 namespace {
@@ -83,7 +83,7 @@ runner& create_slow() {
   if (r != nullptr && !r->closed()) return *r;
   if (!g.atexit_registered) {
     static const bool fork_hook = [] {
-      pthread_atfork(nullptr, nullptr, &reinit_after_fork);
+      detail::platform::on_fork_child(&reinit_after_fork);
       return true;
     }();
     (void)fork_hook;

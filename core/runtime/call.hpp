@@ -61,7 +61,7 @@
 #include <palitra/detail/loop_hooks.hpp>
 #include <palitra/task.hpp>
 
-#include "completion_slot.hpp"
+#include "wait/completion_slot.hpp"
 
 namespace palitra::detail {
 

@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <mutex>
 
-#include "address_wait.hpp"
+#include "wait/address_wait.hpp"
 
 namespace palitra::detail {
 namespace portable_wait {

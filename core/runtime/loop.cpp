@@ -1,0 +1,339 @@
+// palitra — the event loop: one pass after another on the runner's thread,
+// and the stop sequence. The other protocols it takes part in have their own
+// blocks: submission.hpp (gate G0-G3, S1, S2, wake elision W1-W3), call.hpp
+// (a call's lifecycle C1-C4), completion_slot.hpp (P1/A1), cancel.hpp,
+// wait_hints.hpp, reactor/reactor.hpp; docs/protocols.md lists them all.
+//
+// A pass (run()): drain the submission queue (accept calls, pop cancel
+// nodes), resume what was ready when the pass began, fire due timers, poll
+// I/O if any is pending, publish every call that ended; then, if nothing is
+// ready, idle (hand-over phase, then W1 and a reactor wait).
+//
+// ---------------------------------------------------------------------------
+// Protocol: the stop sequence (loop_phase, derived from stopping_, the
+// registry and the gate; every step on the loop thread).
+//   running   -> stopping  a pass sees the gate left running (S1 by close()
+//                          or abandon()): begin_stop() sets stopping_,
+//                          cancels every running call (end_reason close),
+//                          and arms the slow-close report (close_warning).
+//                          Calls popped from now on are rejected at accept
+//                          (call.hpp queued -> ended), never started.
+//   stopping  -> draining  the registry and the ready queue are empty: every
+//                          accepted call was published or freed (C1).
+//   draining  -> stopped   S2 succeeds (the gate was stopping with no
+//                          producer inside). A producer between G1 and G3
+//                          makes it fail; the loop yields and goes round.
+//   stopped   -> exited    the final drain: drain and run until no producer
+//                          is inside (G1' cancel nodes may still arrive),
+//                          the queue is empty, no call awaits its cancel
+//                          node's pop, and nothing is ready. run() returns;
+//                          the thread ends and close() joins it.
+// Invariants:
+//   E1 after S2 no submission is accepted (G0/G1 see stopped), and the
+//      final drain sees every one that was (submission.hpp I1).
+//   E2 the loop exits with no call in flight, no timer armed (asserted),
+//      and no frame alive: each was destroyed before its P1 (C3). So when
+//      close() returns after the join, no code of any call runs (DESIGN.md §4).
+//   E3 the wake fd is written only by counted producers (submission.hpp I2),
+//      so nothing writes it after exited; close() releases the reactor then.
+//   E4 a forked child never runs a pass: resume() leaves at once when the
+//      fork generation changed (leave_forked_child).
+// Model: stress/model/palitra.pml, process Loop (TAKE_ALL, REJECT_BATCH,
+// END_CALL, idle W1-W3, S2, final drain).
+// ---------------------------------------------------------------------------
+#include <cstdio>
+#include <cstdlib>
+
+
+#include <palitra/config.hpp>
+#include <palitra/error.hpp>
+
+#include "runtime/loop.hpp"
+#include "platform/platform.hpp"
+#include "runtime/runner_core.hpp"
+#include "runtime/spin_policy.hpp"
+
+namespace palitra::detail {
+namespace {
+
+thread_local loop* tl_loop = nullptr;
+thread_local cancel_state* tl_chain = nullptr;
+
+using clock = std::chrono::steady_clock;
+
+} // namespace
+
+// ---- loop_hooks.hpp -------------------------------------------------------
+
+std::uint32_t current_cpu_tag() noexcept { return platform::cpu_tag(); }
+
+loop* current_loop() noexcept { return tl_loop; }
+cancel_state* current_chain() noexcept { return tl_chain; }
+void set_current_chain(cancel_state* c) noexcept { tl_chain = c; }
+void schedule(loop& l, ready_item& item) noexcept { l.schedule(item); }
+void add_timer(loop& l, timer_node& t) { l.add_timer(t); }
+void remove_timer(loop& l, timer_node& t) noexcept { l.remove_timer(t); }
+
+bool loop_stopping() noexcept { return tl_loop != nullptr && !tl_loop->accepting(); }
+
+loop& require_loop(const char* what) {
+  if (tl_loop == nullptr)
+    throw error(std::string(what) +
+                ": not on a palitra loop thread; co_await it inside a task run by a runner");
+  return *tl_loop;
+}
+
+void report_unhandled(loop& l, std::exception_ptr e) noexcept { l.report_unhandled(e); }
+
+// ---- construction ----------------------------------------------------------
+
+loop::loop(const runner_options& o)
+    : hints_(std::max<std::int64_t>(0, o.caller_spin.count())),
+      loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin),
+      stall_threshold_(o.stall_threshold), close_warning_(o.close_warning),
+      on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall),
+      on_slow_close_(o.on_slow_close) {}
+
+void loop::close_handles() noexcept {
+  reactor_.close();
+  // relaxed: a counter for stats(); the join ordered the loop's last writes.
+  final_caller_budget_.store(hints_.get().caller_budget.load(std::memory_order_relaxed),
+                             std::memory_order_relaxed);
+  hints_.release();
+  timers_.release_memory();
+}
+
+loop::~loop() = default;
+
+void loop::mark_running() noexcept {
+  const std::uint32_t c = current_cpu_tag();
+  cpu_ = c;
+  if (advertised_ == c) return;
+  advertised_ = c;
+  // relaxed: see above; the loop is its block's only presence writer.
+  hints_.get().presence.store(c, std::memory_order_relaxed);
+}
+
+void loop::mark_away() noexcept {
+  if (advertised_ == 0) return; // a store only on a change: spinners poll this line
+  advertised_ = 0;
+  hints_.get().presence.store(0, std::memory_order_relaxed); // relaxed: see above
+}
+
+// ---- loop thread -----------------------------------------------------------
+
+void loop::schedule(ready_item& item) noexcept {
+  item.next = nullptr;
+  if (ready_tail_ != nullptr)
+    ready_tail_->next = &item;
+  else
+    ready_head_ = &item;
+  ready_tail_ = &item;
+}
+
+bool loop::drain_queue() noexcept {
+  queue_node* n = sub_.take_all();
+  if (n == nullptr) return false;
+  drain_time_ = clock::now(); // one clock read per batch
+  local_waiters_ = remote_waiters_ = 0; // counted by accept()
+  std::uint64_t depth = 0;
+  while (n != nullptr) {
+    queue_node* next = n->next; // read first: dispatch may free or publish n
+    n->dispatch(n, *this);
+    n = next;
+    ++depth;
+  }
+  queue_depth_.store(depth, std::memory_order_relaxed); // counters: see bump
+  if (depth > max_queue_depth_.load(std::memory_order_relaxed))
+    max_queue_depth_.store(depth, std::memory_order_relaxed);
+  publish_finished();
+  return true;
+}
+
+void loop::run_ready() noexcept {
+  // Only what is ready now: work scheduled while this pass runs waits for
+  // the next pass, so submissions and timers are never starved.
+  ready_item* const last = ready_tail_;
+  if (last == nullptr) return;
+  for (;;) {
+    ready_item* it = ready_head_;
+    ready_head_ = it->next;
+    if (ready_head_ == nullptr) ready_tail_ = nullptr;
+    const bool was_last = it == last;
+    resume(*it); // may reuse `it` (a yield re-schedules the same item)
+    publish_finished();
+    if (was_last) break;
+  }
+}
+
+void loop::resume(ready_item& it) noexcept {
+  tl_chain = it.chain;
+  if (stall_threshold_.count() <= 0) [[likely]] {
+    it.handle.resume();
+  } else {
+    const auto t0 = clock::now();
+    it.handle.resume();
+    const auto d = clock::now() - t0;
+    if (d > stall_threshold_) report_stall(std::chrono::duration_cast<std::chrono::nanoseconds>(d));
+  }
+  tl_chain = nullptr;
+  if (fork_generation() != born_) [[unlikely]] leave_forked_child();
+}
+
+void loop::leave_forked_child() noexcept {
+  // A coroutine called fork() and the child came back here instead of
+  // calling exec or _exit. This thread is the child's only one, and every
+  // loop structure is a copy of the parent's: the queue and registry name
+  // callers that do not exist here, and the epoll instance and wake fd are
+  // shared with the parent, so a read of the wake fd could swallow the
+  // parent's wake-up. Touch none of it: leave at once, without exit
+  // handlers (they would close the parent's global runner state copy).
+  platform::exit_now(
+      "palitra: fork() was called on a loop thread and the child returned to the "
+      "inherited loop; the child exits now (call exec or _exit in the child)\n");
+}
+
+void loop::fire_timers() noexcept {
+  if (timers_.empty()) return;
+  const auto now = clock::now();
+  while (timer_node* t = timers_.top()) {
+    if (t->deadline > now) break;
+    timers_.pop();
+    t->fire(t->ctx);
+  }
+  publish_finished();
+}
+
+void loop::idle() noexcept {
+  auto next_deadline = [this]() -> std::int64_t {
+    timer_node* t = timers_.top();
+    if (t == nullptr) return -1;
+    const auto d = t->deadline - clock::now();
+    return d.count() <= 0 ? 0 : std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  };
+  auto work_waiting = [this] {
+    return !sub_.queue_empty_hint() || (!stopping_ && !accepting());
+  };
+  // relaxed: the loop is this budget's only writer.
+  const std::int64_t budget = loop_budget_.load(std::memory_order_relaxed);
+  auto note = [&](bool hit) {
+    const std::int64_t n = spin_policy::adapt(budget, loop_spin_.count(), hit);
+    if (n != budget) loop_budget_.store(n, std::memory_order_relaxed); // see above
+  };
+  // Hand-over phase (adaptive spin, above): yield the CPU to callers for a
+  // bounded time; a submission found here costs nobody a syscall. The
+  // clock is read only after a yield that found nothing, so a round trip
+  // whose next submission is there when the first yield returns reads none.
+  // When no waiter shares our CPU, poll with pause instead (cross-CPU spin).
+  clock::time_point idle_since{};
+  if (budget > 0) {
+    const bool poll = local_waiters_ == 0 && remote_waiters_ > 0;
+    clock::time_point until{};
+    for (;;) {
+      if (work_waiting()) return note(true);
+      if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
+      // I/O completes during the hand-over too, not up to loop_spin late.
+      if (poll_pass(reactor_) > 0) return;
+      if (poll) {
+        for (int i = 0; i < 16 && !work_waiting(); ++i) os_sync::pause(); // ~0.3 µs
+      } else {
+        mark_away(); // run() marks it running again at the next pass
+        platform::yield_cpu();
+      }
+      if (work_waiting()) return note(true);
+      const auto now = clock::now();
+      if (idle_since == clock::time_point{}) {
+        idle_since = now;
+        until = now + std::chrono::nanoseconds(budget);
+      } else if (now >= until) {
+        break;
+      }
+    }
+  }
+  if (idle_since == clock::time_point{}) idle_since = clock::now();
+  mark_away(); // before W1: a caller that sees 0 stops spinning
+  if (!sub_.arm_for_sleep(stopping_)) return note(true); // W1
+  std::int64_t sleep_ns = next_deadline();
+  // A queue whose W1 re-check is approximate bounds the sleep (only the
+  // bench's moodycamel ablation: bench/ablation/mc_queue.hpp I2).
+  if constexpr (submission_queue_t::max_sleep_ns >= 0)
+    if (sleep_ns < 0 || sleep_ns > submission_queue_t::max_sleep_ns)
+      sleep_ns = submission_queue_t::max_sleep_ns;
+  reactor_.poll(sleep_ns); // dispatches I/O completions too
+  sub_.disarm(); // W3
+  // Woken by a submission (not a timer, a close or a spurious wake): would a
+  // full-ceiling phase have caught it?
+  if (!sub_.queue_empty_hint())
+    note(spin_policy::slept_within(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - idle_since).count(),
+        loop_spin_.count()));
+}
+
+void loop::begin_stop() noexcept {
+  stopping_ = true;
+  for (call_record* op = registry_; op != nullptr; op = op->reg_next_)
+    cancel_op(*op, end_reason::close); // running calls only
+  if (close_warning_.count() > 0 && registry_ != nullptr) {
+    // A timer, so the report comes even while the loop sleeps (a task that
+    // swallowed cancelled_error and waits on something that never comes).
+    slow_close_timer_.deadline = clock::now() + close_warning_;
+    slow_close_timer_.fire = &on_slow_close;
+    slow_close_timer_.ctx = this;
+    try {
+      timers_.push(slow_close_timer_);
+    } catch (...) {
+      // No memory for the timer: the close goes on, unreported.
+    }
+  }
+}
+
+bool loop::try_finish_stop() noexcept {
+  if (!sub_.try_finish_stop()) return false; // S2: draining -> stopped
+  // The final drain (E1, I1): every accepted submission is here or already
+  // handled; a future may still push its cancel node (G1'), and a call
+  // rejected now may have to wait for that node before it can be published.
+  for (;;) {
+    drain_queue();
+    run_ready();
+    if (awaiting_cancel_ == 0 && sub_.producers() == 0 && sub_.queue_empty() &&
+        ready_head_ == nullptr)
+      break;
+    mark_away();
+    platform::yield_cpu();
+  }
+  return true;
+}
+
+void loop::run(std::uint32_t born) noexcept {
+  born_ = born;
+  tl_loop = this;
+  for (;;) {
+    bump(iterations_);
+    mark_running(); // cross-CPU spin: the CPU may have changed (a preemption)
+    if (!stopping_ && !accepting()) begin_stop(); // running -> stopping
+    drain_queue();
+    run_ready();
+    fire_timers();
+    // I/O on every pass, not only when idle, so a ready queue that never
+    // empties cannot starve it (review B.7). Gated on pending ops, so a pass
+    // under a pure run() load stays syscall-free; with I/O in flight it is
+    // one epoll_wait(0) per pass, amortised over the pass's whole batch
+    // (run_ready runs everything ready when it began; tokio's
+    // event_interval = 61 counts single tasks, a pass here is many).
+    poll_pass(reactor_);
+    if (stopping_ && registry_ == nullptr && ready_head_ == nullptr) { // draining
+      if (try_finish_stop()) break; // stopped -> exited
+      mark_away();
+      platform::yield_cpu(); // a producer is between G1 and G3: let it finish
+      continue;
+    }
+    if (ready_head_ != nullptr) continue;
+    idle();
+  }
+  timers_.erase(slow_close_timer_); // unfired: every call unwound in time
+  PALITRA_ASSERT(timers_.empty(), "a timer outlived every call on a closed loop"); // E2
+  mark_away();
+  tl_loop = nullptr;
+}
+
+} // namespace palitra::detail
