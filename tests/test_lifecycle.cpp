@@ -1256,8 +1256,9 @@ TEST_CASE("close: calls that do not unwind are reported after close_warning",
   REQUIRE(f.get() == 5); // it finished with a value before it was released
 
   // A close whose calls unwind at once reports nothing.
+  palitra_test::event_log log; // outlives q: the marker writes it on q's loop
   palitra::runner q(o);
-  auto g = q.submit(palitra_test::sleeper(palitra_test::marker(*new palitra_test::event_log, "s")));
+  auto g = q.submit(palitra_test::sleeper(palitra_test::marker(log, "s")));
   q.close();
   REQUIRE(reports.load() == 1);
   REQUIRE_THROWS_AS(g.get(), palitra::runner_closed_error);

@@ -151,11 +151,12 @@ TEST_CASE("future: get() of a ready future on another runner's loop is not a ree
   // reused by the next one (same size class, LIFO free lists) used to make
   // this get() throw reentrancy_error on the new runner's loop.
   watchdog w(30s);
+  std::atomic<int> alive{0};
   for (int i = 0; i < 20; ++i) {
     palitra::future<int> f;
     {
       palitra::runner r1;
-      f = r1.submit(quick(probe(*new std::atomic<int>{0}), 11)); // leaked counter: tiny
+      f = r1.submit(quick(probe(alive), 11));
       REQUIRE(f.wait_for(10s));
     }
     palitra::runner r2;

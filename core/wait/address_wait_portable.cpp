@@ -69,16 +69,27 @@ wait_backend initial_backend() noexcept {
   return wait_backend::native;
 }
 
-// relaxed: the switch is set only while nothing waits (contract above).
-std::atomic<wait_backend> g_backend{initial_backend()};
+// Constant-initialised to "not chosen yet" and chosen at the first use, not
+// by a dynamic initialiser: a run() from another translation unit's static
+// initialiser would otherwise wait on `native` (the zero value) and see the
+// backend flip to the environment's choice under it (review A17).
+constexpr int backend_unset = -1;
+// relaxed: the switch is set only while nothing waits (contract above); the
+// first-use CAS only makes racing first users agree.
+constinit std::atomic<int> g_backend{backend_unset};
 
 } // namespace
 
 void set_wait_backend(wait_backend b) noexcept {
-  g_backend.store(b, std::memory_order_relaxed); // see g_backend
+  g_backend.store(static_cast<int>(b), std::memory_order_relaxed); // see g_backend
 }
 wait_backend get_wait_backend() noexcept {
-  return g_backend.load(std::memory_order_relaxed); // see g_backend
+  int b = g_backend.load(std::memory_order_relaxed); // see g_backend
+  if (b == backend_unset) [[unlikely]] {
+    const int chosen = static_cast<int>(initial_backend());
+    if (g_backend.compare_exchange_strong(b, chosen, std::memory_order_relaxed)) b = chosen;
+  }
+  return static_cast<wait_backend>(b);
 }
 
 void address_wait(const std::atomic<std::uint32_t>& a, std::uint32_t expected) noexcept {
