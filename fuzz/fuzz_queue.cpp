@@ -1,4 +1,4 @@
-// palitra — fuzz target: core/mpsc_queue against a std::deque model.
+// palitra — fuzz target: core/runtime/mpsc_queue against a std::deque model.
 //
 // The first byte picks the mode:
 //   even  single-threaded op program, compared with std::deque after every op

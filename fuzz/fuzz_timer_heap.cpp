@@ -1,4 +1,4 @@
-// palitra — fuzz target: core/timer_heap against a std::multimap model.
+// palitra — fuzz target: core/timer/timer_heap against a std::multimap model.
 //
 // The heap orders timers by (deadline, seq), seq being the arming order, so
 // equal deadlines fire FIFO. std::multimap keeps equal keys in insertion

@@ -1044,7 +1044,7 @@ TEST_CASE("a runner destroyed right after close() while its callers are still re
   // once (as with notify then ~condition_variable): a released caller still
   // inside run() or future::get() must not touch the runner any more (the
   // adaptive budget and the presence it reads live in a static pool for
-  // that reason, core/loop.cpp "wait hints"). ASan reports any access to
+  // that reason, core/runtime/wait_hints.hpp). ASan reports any access to
   // the freed runner.
   watchdog w(120s);
   auto long_call = []() -> palitra::task<int> {

@@ -148,7 +148,7 @@ TEST_CASE("latency_histogram buckets are log-linear within 1/8", "[observability
   REQUIRE(h.max() == 100us);
 }
 
-// The adaptive spin budgets (core/loop.cpp, "adaptive spin"). Ceilings of
+// The adaptive spin budgets (core/runtime/spin_policy.hpp). Ceilings of
 // 10 ms and gaps/calls of 15 ms keep both directions robust on a loaded
 // machine: a miss needs a wait > 10 ms, which the test guarantees; a hit
 // needs a back-to-back call to come within 10 ms, which only a 10 ms stall

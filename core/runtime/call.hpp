@@ -28,7 +28,7 @@
 //     hands it to the loop (acquire pop).
 //   - From the pop until P1 the loop owns every field. The caller touches
 //     only slot_ (waiting), state_ (a relaxed read: has the loop accepted
-//     the call yet? see loop.cpp "queued calls"), and for futures xcancel_
+//     the call yet? see caller_wait.cpp, "queued calls"), and for futures xcancel_
 //     and cancel_node_ (the handshake below).
 //   - After P1 the owner reads the stored result and destroys the record.
 // Future-cancel handshake (xcancel_): the cancel node is pushed from another
@@ -95,7 +95,7 @@ public:
 
   /// Records when, from which thread and from which CPU the call was
   /// submitted (observability: start latency, in-flight registry; the CPU
-  /// feeds the loop's cross-CPU spin choice, loop.cpp).
+  /// feeds the loop's cross-CPU spin choice, caller_wait.cpp).
   void stamp() noexcept {
     submitted_at_ = std::chrono::steady_clock::now();
     caller_ = std::this_thread::get_id();

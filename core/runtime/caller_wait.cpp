@@ -30,14 +30,14 @@ void note_caller_wait(wait_hints& h, bool hit) noexcept {
 //
 // A blocking caller can wait in three ways: spin on its slot with the CPU's
 // pause hint (no syscall), yield its CPU (sched_yield), or sleep on the slot
-// (futex). Which is cheapest depends on where the loop runs, and on these
-// guests a syscall alone costs ~1.1-1.3 µs (bench/README.md):
+// (futex). Which is cheapest depends on where the loop runs (the figures
+// behind each choice: docs/spin.md):
 //   - loop on the caller's CPU: only giving the CPU away lets the loop run;
-//     a pause spin would hold the CPU the loop needs (research: a 20 µs
-//     pause spin cost 46 µs per call). Yield, then sleep.
+//     a pause spin would hold the CPU the loop needs. Yield, then sleep.
 //   - loop running on another CPU: the result comes without this CPU. A
-//     pause spin sees it within ~0.1 µs of the publish, where a yield costs
-//     a syscall and, with other threads runnable here, a context switch.
+//     pause spin sees it within a fraction of a microsecond of the publish,
+//     where a yield costs a syscall and, with other threads runnable here,
+//     a context switch.
 // So the loop advertises where it is (wait_hints::presence), and a caller spins only
 // while the loop is running on another CPU:
 //   presence = the loop's CPU tag (current_cpu_tag(), CPU + 1) while it
@@ -74,7 +74,7 @@ void await_slot(wait_hints& h, call_record& op, clock::time_point since, std::ui
     if (p != 0 && p != me) {
       const clock::time_point until = since + budget;
       unsigned checks = 0;
-      // The clock is read every 8th check (~1.3 µs of pauses), not each.
+      // The clock is read every 8th check (64 pauses), not each.
       const bool done = s.spin_phase([&] {
         const std::uint32_t q = presence();
         if (q == 0 || q == me) return false;
@@ -90,8 +90,9 @@ void await_slot(wait_hints& h, call_record& op, clock::time_point since, std::ui
   // that runs long, but a call still queued behind other callers' will be
   // served at the loop's next pass, and sleeping would only add a futex
   // wake to that pass. With many callers on one CPU one round of yields
-  // outlasts the budget (64 callers x ~3 µs per switch here), and 10 % of
-  // the calls at 64 callers slept. So a caller whose op the loop has not
+  // outlasts the budget (one context switch per caller), and without this
+  // rule a tenth of the calls at 64 callers slept (docs/spin.md). So a
+  // caller whose op the loop has not
   // popped yet keeps yielding past the budget, up to spin_policy::queued_cap_factor
   // budgets (a loop stuck in a long resume must not keep it forever).
   wait_end end;

@@ -10,8 +10,9 @@
 // ready, idle (hand-over phase, then W1 and a reactor wait).
 //
 // ---------------------------------------------------------------------------
-// Protocol: the stop sequence (loop_phase, derived from stopping_, the
-// registry and the gate; every step on the loop thread).
+// Protocol: the stop sequence (phases named here, derived from stopping_,
+// the registry and the gate rather than stored; every step on the loop
+// thread).
 //   running   -> stopping  a pass sees the gate left running (S1 by close()
 //                          or abandon()): begin_stop() sets stopping_,
 //                          cancels every running call (end_reason close),

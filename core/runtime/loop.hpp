@@ -47,7 +47,7 @@ public:
   runner_stats stats() const noexcept;
   /// Loop thread: the registry as call_infos.
   std::vector<call_info> snapshot_calls() const;
-  /// The adaptive caller budget now (Protocol: adaptive spin, loop.cpp).
+  /// The adaptive caller budget now (spin_policy.hpp).
   std::chrono::nanoseconds caller_spin() const noexcept {
     // relaxed: a heuristic value, publishes nothing.
     return std::chrono::nanoseconds(hints_.get().caller_budget.load(std::memory_order_relaxed));

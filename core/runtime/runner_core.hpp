@@ -2,7 +2,8 @@
 // process-lifecycle state.
 //
 // ---------------------------------------------------------------------------
-// Protocol: the runner lifecycle (runner_state, derived from the fields below)
+// Protocol: the runner lifecycle (states named here, derived from the fields
+// below rather than stored)
 //   starting  -> running   constructor: the loop thread stores started_ (L1)
 //                          and the constructor returns only after seeing it.
 //   running   -> closing   request_stop() (S1, submission.hpp), any thread:

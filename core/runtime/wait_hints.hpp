@@ -30,14 +30,14 @@ namespace palitra::detail {
 
 /// What a waiting caller reads of its loop while it waits: the adaptive
 /// caller budget and its ceiling, and the loop's presence (cross-CPU spin).
-/// Type-stable: blocks come from a pool that grows and never frees (loop.cpp,
+/// Type-stable: blocks come from a pool that grows and never frees (wait_hints.cpp,
 /// "wait hints"), because a caller released by close() may still read its
 /// block after the runner was destroyed. A runner holds its block from its
 /// construction to the end of its close() (after the join), then the block
 /// serves the next runner; a late reader of a reused block only misleads its
 /// own heuristics for one wait, it never corrupts anything.
 struct alignas(64) wait_hints {
-  std::atomic<std::int64_t> caller_budget{0};  ///< ns, adaptive (loop.cpp)
+  std::atomic<std::int64_t> caller_budget{0};  ///< ns, adaptive (spin_policy.hpp)
   std::atomic<std::int64_t> caller_ceiling{0}; ///< ns, runner_options::caller_spin
   std::atomic<std::uint32_t> presence{0};      ///< the loop's CPU tag, 0 when away
   std::atomic<bool> taken{false};              ///< owned by a runner (the pool's flag)
@@ -48,7 +48,7 @@ struct alignas(64) wait_hints {
 /// its budget and ceiling set to `ceiling_ns` and its presence to 0. Any
 /// thread. Throws std::bad_alloc when the pool must grow and cannot.
 wait_hints& acquire_wait_hints(std::int64_t ceiling_ns);
-/// The adaptive caller budget of h now (loop.cpp, "adaptive spin").
+/// The adaptive caller budget of h now (spin_policy.hpp).
 inline std::chrono::nanoseconds caller_spin(const wait_hints& h) noexcept {
   // relaxed: a heuristic value, publishes nothing.
   return std::chrono::nanoseconds(h.caller_budget.load(std::memory_order_relaxed));
@@ -84,7 +84,7 @@ private:
 };
 
 /// Blocking waits of the calling thread that ended in the cross-CPU spin
-/// (loop.cpp), for tests: a thread-local count costs the call nothing shared.
+/// (caller_wait.cpp), for tests: a thread-local count costs the call nothing shared.
 std::uint64_t spin_hits_this_thread() noexcept;
 
 class call_record;

@@ -62,7 +62,7 @@ public:
     return true;
   }
 
-  /// How a wait ended, for the adaptive spin policy (runner_core.hpp).
+  /// How a wait ended, for the adaptive spin policy (core/runtime/spin_policy.hpp).
   enum class wait_end {
     done,    ///< published before the wait began
     yielded, ///< published during the yield phase
@@ -96,8 +96,7 @@ public:
   /// -- no syscall, the CPU stays ours -- for as long as `keep()` (asked
   /// every spin_chunk pauses) says the loop is making progress on another
   /// CPU. Such a caller's result arrives without its CPU, so handing the CPU
-  /// over (a sched_yield: ~1.3 µs of syscall on these guests) would only
-  /// cost. true once published (A1); false leaves the word untouched, so
+  /// over (a sched_yield: a syscall, docs/spin.md) would only cost. true once published (A1); false leaves the word untouched, so
   /// wait_from() follows as if nothing happened (W1 is still to come).
   template <class Keep> bool spin_phase(Keep&& keep) noexcept {
     for (;;) {
@@ -137,12 +136,11 @@ public:
   }
 
 private:
-  static constexpr int spin_chunk = 8; // pauses between keep() checks (~160 ns)
+  static constexpr int spin_chunk = 8; // pauses between keep() checks
 
-  // The bounded hand-over phase. On these 2-vCPU guests the caller usually
-  // shares a vCPU with the loop, so it must give its CPU away rather than
-  // spin on it: a 20 µs `pause` spin cost 46 µs per call, yielding cut a
-  // round trip from 3.7 µs to 2.7 µs (research/peer-benchmarks.md).
+  // The bounded hand-over phase. When the caller shares a CPU with the loop
+  // it must give its CPU away rather than spin on it (docs/spin.md has the
+  // measurements: a pause spin there costs more per call than it saves).
   //
   // The result is checked before the clock: under load the first yield
   // usually returns to a published slot, and that path reads no clock.

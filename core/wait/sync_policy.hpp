@@ -29,7 +29,7 @@ struct os_sync {
                          std::chrono::steady_clock::time_point deadline) noexcept;
   static void wake_one(const void* addr) noexcept;
   static void yield() noexcept;
-  /// The CPU's spin-wait hint (x86 `pause`, ~20 ns on these EPYC guests;
+  /// The CPU's spin-wait hint (x86 `pause`, tens of ns: docs/spin.md;
   /// Arm `yield`): no syscall, the CPU stays ours.
   static void pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)

@@ -18,7 +18,7 @@ template <class T> class future;
 
 namespace detail {
 struct token_link;
-/// future::get_cancel_token and the future's end (non-template, runner.cpp).
+/// future::get_cancel_token and the future's end (non-template, core/runtime/call.cpp).
 std::shared_ptr<token_link> make_token_link(runner_core& c, call_record_storage& op,
                                             const wait_ref& w);
 void unlink_token(token_link& l) noexcept;
@@ -165,7 +165,7 @@ private:
   }
 
   detail::runner_core* core_ = nullptr;
-  detail::wait_ref w_; // what a wait reads instead of the runner (runner_core.hpp)
+  detail::wait_ref w_; // what a wait reads instead of the runner (detail/call.hpp)
   state* st_ = nullptr;
   std::shared_ptr<detail::token_link> link_; // only once a cancel_token was asked for
 };

@@ -4,7 +4,7 @@
 //
 // What it exercises: P producer threads each submit a few nodes through
 // submit(node, wake), where `wake` posts a dsched event_fd (the reactor's
-// eventfd). A loop thread runs loop::run's sequence (core/loop.cpp): notice
+// eventfd). A loop thread runs loop::run's sequence (core/runtime/loop.cpp): notice
 // S1 and cancel what runs; take_all and process (a node popped while
 // stopping is rejected, otherwise it "runs" for 0-2 passes); when stopping
 // with nothing in flight, S2 (try_finish_stop) then the final drain until

@@ -116,7 +116,7 @@ void caller(palitra::runner& r, ledger& lg, std::uint64_t seed, long round, long
         break;
       default: {
         // future::cancel() racing close(): the cancel node may be pushed
-        // while the loop is stopping (G1' in core/submission.hpp).
+        // while the loop is stopping (G1' in core/runtime/submission.hpp).
         const auto delay = std::chrono::nanoseconds(g.range(0, 100'000));
         k = outcome_of(
             [&] {

@@ -38,7 +38,7 @@ struct timer_node {
 
 /// Any thread: the CPU this thread is running on now, plus one; 0 when the
 /// platform cannot tell. A few ns on Linux (sched_getcpu reads the rseq
-/// area). A hint for the cross-CPU spin (loop.cpp), never for correctness:
+/// area). A hint for the cross-CPU spin (core/runtime/caller_wait.cpp), never for correctness:
 /// the thread may migrate right after.
 std::uint32_t current_cpu_tag() noexcept;
 
