@@ -255,12 +255,14 @@ TEST_CASE("wait hints: shutting the global runner down and recreating it reuses 
     REQUIRE(palitra::run(one) == 1);
   }
   REQUIRE(palitra::detail::wait_hints_pool_size() == pool);
-  // A closed runner reports its own last budget, not the next owner's.
-  palitra::runner_options o;
-  o.caller_spin = 0ns;
-  auto& old = palitra::global_runner();
-  palitra::shutdown_global_runner();
-  palitra::runner fresh(o); // likely takes the block `old` gave back
-  REQUIRE(old.stats().caller_spin_budget == std::chrono::microseconds(50));
+  // A closed runner reports its own last budget, not the next owner's. No
+  // call runs on `old`, so its budget stays at its ceiling (no adaptation).
+  palitra::runner_options a, b;
+  a.caller_spin = 40us;
+  b.caller_spin = 0ns;
+  palitra::runner old(a);
+  old.close();
+  palitra::runner fresh(b); // likely takes the block `old` gave back
+  REQUIRE(old.stats().caller_spin_budget == 40us);
   REQUIRE(fresh.stats().caller_spin_budget == 0ns);
 }
