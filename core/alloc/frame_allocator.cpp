@@ -54,6 +54,7 @@
 #include <palitra/config.hpp>
 #include <palitra/detail/frame_allocator.hpp>
 
+#include "alloc/frame_defer.hpp"
 #include "diag/fault.hpp"
 
 #if defined(PALITRA_FRAME_ALLOCATOR_MIMALLOC) && !defined(PALITRA_SANITIZER)
@@ -201,7 +202,12 @@ void* frame_alloc(std::size_t size) {
   return p;
 }
 
-void frame_free(void* p, std::size_t size) noexcept {
+namespace {
+// frame_defer.hpp: the loop's parking place while it destroys a blocking
+// call's frame; nullptr on every other thread and the rest of the time.
+thread_local deferred_block* tl_defer = nullptr;
+
+void free_now(void* p, std::size_t size) noexcept {
 #if defined(PALITRA_FRAMES_FROM_MIMALLOC)
   frame_cache& c = tl_cache;
   if (p != nullptr && size <= frame_cache::cache_max_size && c.state != frame_cache::gone) {
@@ -225,6 +231,25 @@ void frame_free(void* p, std::size_t size) noexcept {
   static_cast<void>(size);
   std::free(p);
 #endif
+}
+} // namespace
+
+void destroy_frame_parked(std::coroutine_handle<> frame, deferred_block& into) noexcept {
+  tl_defer = &into;
+  frame.destroy();
+  tl_defer = nullptr;
+}
+
+void frame_free(void* p, std::size_t size) noexcept {
+  if (deferred_block* d = tl_defer; d != nullptr) [[unlikely]] {
+    // Park this block; a block parked before (an inner frame that the
+    // destroyed frame's destructors freed) is freed for real now.
+    const deferred_block before = std::exchange(*d, deferred_block{p, size});
+    if (before.p == nullptr) return;
+    p = before.p;
+    size = before.size;
+  }
+  free_now(p, size);
 }
 
 void frame_allocator_init() noexcept { static_cast<void>(chosen()); }

@@ -72,16 +72,6 @@ void call_submit(runner_core& c, call_record_storage& s, const char* what) {
 
 void node_submit(runner_core& c, queue_node& n, const char* what) { submit_checked(c, n, what); }
 
-void call_wait(const wait_ref& w, call_record_storage& s, bool from_submit) noexcept {
-  call_record& op = call_record::of(s);
-  if (from_submit) {
-    // A blocking call: measured from its submit stamp, no clock read here.
-    await_slot(*w.hints, op, op.submitted_at_, op.cpu_);
-  } else {
-    await_slot(*w.hints, op, std::chrono::steady_clock::now(), current_cpu_tag());
-  }
-}
-
 bool call_wait_until(const wait_ref& w, call_record_storage& s,
                      std::chrono::steady_clock::time_point deadline) noexcept {
   return call_record::of(s).slot_.wait_until(deadline, caller_spin(*w.hints));
@@ -119,6 +109,15 @@ stored_kind call_stored(const call_record_storage& s) noexcept { return call_rec
 
 std::coroutine_handle<> call_frame(const call_record_storage& s) noexcept {
   return call_record::of(s).frame_;
+}
+
+void call_release(call_record_storage& s) noexcept {
+  call_record& op = call_record::of(s);
+  // parked_ is live only in a published blocking call (C3); a rejected
+  // submit never reached the loop and still owns its frame instead.
+  if (op.mode_ == call_mode::blocking && op.state() == call_state::published &&
+      op.parked_.p != nullptr)
+    frame_free(std::exchange(op.parked_.p, nullptr), op.parked_.size);
 }
 
 // ---- the loop side of a call (loop thread; protocol: call.hpp) -------------------
@@ -275,7 +274,13 @@ void loop::publish(call_record& op) noexcept {
       op.stored_ = op.finish_(op.storage(), finish_step::harvest);
       if (op.stored_ == stored_kind::error) op.outcome_ = call_outcome::failed;
     }
-    std::exchange(op.frame_, {}).destroy();
+    if (op.mode_ == call_mode::blocking) {
+      // The destructors run here; the block goes back to its caller (C3).
+      ::new (static_cast<void*>(&op.parked_)) deferred_block{}; // timer_ is dead
+      destroy_frame_parked(std::exchange(op.frame_, {}), op.parked_);
+    } else {
+      std::exchange(op.frame_, {}).destroy();
+    }
   }
   // Leave the registry and count the call in exactly one bucket (C1).
   if (op.reg_prev_ != nullptr)

@@ -41,7 +41,9 @@
 //   C2 P1 happens only in xc_closed or xc_popped: a record is never freed
 //      while its cancel node is queued.
 //   C3 the frame is destroyed on the loop thread before P1 (or by the
-//      owner if the call was never pushed): no caller destroys a frame that ran.
+//      owner if the call was never pushed): no caller destroys a frame that
+//      ran. Only the memory of a blocking call's frame goes back to the
+//      caller (parked_), to be freed into the cache it came from.
 //   C4 state_ is written by the loop only (relaxed: it publishes nothing to
 //      the caller; the slot's P1 does).
 // Models: stress/model/palitra.pml covers blocking calls (Caller, Loop);
@@ -61,6 +63,7 @@
 #include <palitra/detail/loop_hooks.hpp>
 #include <palitra/task.hpp>
 
+#include "alloc/frame_defer.hpp"
 #include "wait/completion_slot.hpp"
 
 namespace palitra::detail {
@@ -122,7 +125,14 @@ public:
   call_record* reg_next_ = nullptr;
   call_record* finished_next_ = nullptr; // loop's list of ended, unpublished calls
   cancel_state chain_;
-  timer_node timer_;
+  union {
+    timer_node timer_{}; // while the call can still run: its deadline
+    // A blocking call, once published: its frame's memory, which the loop
+    // parked here instead of freeing (alloc/frame_defer.hpp) and the caller
+    // frees into its own thread's cache after A1. The timer is dead by then
+    // (erased when the call ended; never armed for a rejected call).
+    deferred_block parked_;
+  };
   ready_item start_;
   end_reason reason_ = end_reason::none;
   call_outcome outcome_ = call_outcome::none;

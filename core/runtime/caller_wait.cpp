@@ -61,6 +61,7 @@ void note_caller_wait(wait_hints& h, bool hit) noexcept {
 
 std::uint64_t spin_hits_this_thread() noexcept { return tl_spin_hits; }
 
+namespace {
 void await_slot(wait_hints& h, call_record& op, clock::time_point since, std::uint32_t me) noexcept {
   completion_slot& s = op.slot_;
   if (s.is_done()) return note_caller_wait(h, true);
@@ -117,6 +118,18 @@ void await_slot(wait_hints& h, call_record& op, clock::time_point since, std::ui
                          spin_policy::slept_within(
                              std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - since).count(),
                              ceiling.count()));
+}
+
+} // namespace
+
+void call_wait(const wait_ref& w, call_record_storage& s, bool from_submit) noexcept {
+  call_record& op = call_record::of(s);
+  if (from_submit) {
+    // A blocking call: measured from its submit stamp, no clock read here.
+    await_slot(*w.hints, op, op.submitted_at_, op.cpu_);
+  } else {
+    await_slot(*w.hints, op, clock::now(), current_cpu_tag());
+  }
 }
 
 } // namespace palitra::detail

@@ -87,12 +87,5 @@ private:
 /// (caller_wait.cpp), for tests: a thread-local count costs the call nothing shared.
 std::uint64_t spin_hits_this_thread() noexcept;
 
-class call_record;
-/// Wait until op's slot is published (A1), from `since` (a blocking call's
-/// submit stamp, or now): the cross-CPU spin while the loop runs on another
-/// CPU, then the slot's yield phase and sleep; adapts the caller budget.
-/// Touches only op and h, never the runner (caller_wait.cpp).
-void await_slot(wait_hints& h, call_record& op, std::chrono::steady_clock::time_point since,
-                std::uint32_t cpu_tag) noexcept;
 
 } // namespace palitra::detail

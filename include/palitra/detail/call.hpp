@@ -120,6 +120,10 @@ stored_kind call_end(const call_record_storage& s, const char* what);
 stored_kind call_stored(const call_record_storage& s) noexcept;
 /// The frame while the record still owns it; null once the loop destroyed it.
 std::coroutine_handle<> call_frame(const call_record_storage& s) noexcept;
+/// The owner's last act on a call (~call): frees the memory of a blocking
+/// call's frame, which the loop destroyed but handed back so that it returns
+/// to this thread's frame cache (core/alloc/frame_defer.hpp).
+void call_release(call_record_storage& s) noexcept;
 
 /// A call with its typed part: the result lands here (harvest). Blocking
 /// calls keep one on the caller's stack; futures and spawned tasks use
@@ -138,6 +142,7 @@ public:
     // Still here only if the call was never pushed (a rejected submit): no
     // code of it ran. Otherwise the loop destroyed it before P1.
     if (const auto f = call_frame(*this)) f.destroy();
+    call_release(*this);
   }
   call(const call&) = delete;
   call& operator=(const call&) = delete;
