@@ -74,13 +74,17 @@ public:
   /// close() happens (its value is dropped). Cancel: yes; a cancelled sender
   /// never delivers its value.
   task<void> send(T v) {
-    co_await detail::sync_awaiter<send_op>(send_op{*this, std::move(v)});
+    // A named awaiter: gcc 12 destroys a temporary with a non-trivial
+    // destructor twice when it is built inside the co_await operand.
+    detail::sync_awaiter<send_op> a(send_op{*this, std::move(v)});
+    co_await a;
   }
   /// Take the oldest value, waiting (FIFO among receivers) while it is
   /// empty; std::nullopt once closed and drained. Cancel: yes; a cancelled
   /// receiver never takes a value (the next receiver gets it).
   task<std::optional<T>> recv() {
-    co_return co_await detail::sync_awaiter<recv_op>(recv_op{*this, std::nullopt});
+    detail::sync_awaiter<recv_op> a(recv_op{*this, std::nullopt}); // named: as in send()
+    co_return co_await a;
   }
   /// Close: no value is accepted any more; every waiter is woken (senders
   /// throw, receivers drain then get nullopt). Idempotent.
