@@ -287,7 +287,7 @@ TEST_CASE("sync: channel: FIFO among senders and among receivers, capacity", "[s
   palitra_test::require_quiet(palitra_test::settled_stats(r));
 }
 
-TEST_CASE("sync: channel: close wakes every waiter; drain, then nullopt; send throws",
+TEST_CASE("sync: channel: close wakes every waiter, receivers drain then get nullopt, send throws",
           "[sync]") {
   watchdog w(30s);
   palitra::runner r;

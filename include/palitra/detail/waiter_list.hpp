@@ -176,6 +176,15 @@ public:
   explicit sync_awaiter(Op op) noexcept : op_(static_cast<Op&&>(op)) {}
   sync_awaiter(const sync_awaiter&) = delete;
   sync_awaiter& operator=(const sync_awaiter&) = delete;
+  ~sync_awaiter() {
+    // A frame destroyed while queued must not stay in the object's queue or
+    // on the chain (as sleep_awaiter's timer). A woken waiter is in the run
+    // queue: its frame must not be destroyed before it runs.
+    if (w_.state == wait_state::queued) {
+      w_.list->erase(w_);
+      if (w_.item.chain != nullptr) w_.item.chain->disarm();
+    }
+  }
 
   bool await_ready() const noexcept { return false; }
 
