@@ -60,7 +60,8 @@ private:
 class mutex;
 
 /// Owns a locked mutex and unlocks it when destroyed. Move-only.
-/// Thread: destroy it on the mutex's loop (it calls unlock()).
+/// Thread: destroy it on the mutex's loop (it calls unlock(); elsewhere
+/// unlock() throws, and a throw from this noexcept path is std::terminate).
 class [[nodiscard]] mutex_guard {
 public:
   mutex_guard() noexcept = default;
