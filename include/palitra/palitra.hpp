@@ -2,12 +2,14 @@
 #pragma once
 
 #include <palitra/allocator.hpp>
+#include <palitra/channel.hpp>
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
 #include <palitra/future.hpp>
 #include <palitra/outcome.hpp>
 #include <palitra/run.hpp>
 #include <palitra/runner.hpp>
+#include <palitra/sync.hpp>
 #include <palitra/task.hpp>
 #include <palitra/time.hpp>
 #include <palitra/when.hpp>

@@ -209,6 +209,14 @@ struct task_access {
   }
 };
 
+/// The cancellation chain of the coroutine `h` (null for a foreign promise).
+template <class P> cancel_state* chain_of(std::coroutine_handle<P> h) noexcept {
+  if constexpr (std::is_base_of_v<promise_base, P>)
+    return h.promise().chain_;
+  else
+    return nullptr;
+}
+
 template <class X> struct is_task : std::false_type {};
 template <class T> struct is_task<task<T>> : std::true_type {};
 template <class X>

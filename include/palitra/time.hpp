@@ -14,13 +14,6 @@ namespace palitra {
 
 namespace detail {
 
-template <class P> cancel_state* chain_of(std::coroutine_handle<P> h) noexcept {
-  if constexpr (std::is_base_of_v<promise_base, P>)
-    return h.promise().chain_;
-  else
-    return nullptr;
-}
-
 /// sleep_until / yield. Loop thread only.
 ///   suspended on the timer (or the run queue, for yield and past deadlines);
 ///   ends by the timer firing (disarms the chain, schedules the resume) or by
