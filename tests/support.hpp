@@ -67,6 +67,21 @@ inline int open_fds() {
   return n - 3; // ".", "..", and the DIR's own fd
 }
 
+/// The fd count once it has returned to `expected`, or after 2 s (scaled
+/// like the watchdog) the count it stays at. A leaked fd stays and fails the
+/// caller's check; an fd that a sanitizer runtime holds for a moment (seen
+/// once in the asan lane: one extra fd right after a runner's join, not
+/// reproduced in 40 reruns) is given time to close.
+inline int fds_settled(int expected) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2) * watchdog::scale();
+  int n = open_fds();
+  while (n != expected && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    n = open_fds();
+  }
+  return n;
+}
+
 /// The counters balance with nothing in flight.
 inline void require_quiet(const palitra::runner_stats& s) {
   INFO("submitted=" << s.submitted << " completed=" << s.completed << " failed=" << s.failed

@@ -307,7 +307,7 @@ TEST_CASE("close is idempotent; concurrent close calls all return after the join
   r.close(); // once more: a no-op
   r.close();
   REQUIRE(r.closed());
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
   palitra_test::require_quiet(r.stats());
   REQUIRE(r.stats().cancelled == 1);
 }
@@ -472,7 +472,7 @@ TEST_CASE("the runner destructor closes: spawned tasks end, thread joined, fds c
   } // ~runner
   REQUIRE(tracker::alive == 0);
   REQUIRE(unhandled == 0);
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
   REQUIRE(thread_gone("lc-dtor"));
 }
 
@@ -486,10 +486,10 @@ TEST_CASE("no fd leak across runners", "[lifecycle][fd]") {
     if (i % 2 == 0) {
       // closed explicitly (fds released by close(), before the destructor)
       r.close();
-      REQUIRE(palitra_test::open_fds() == fds_before);
+      REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
     }
   }
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
   // Several alive at once, closed in another order than created.
   {
     std::vector<std::unique_ptr<palitra::runner>> rs;
@@ -498,7 +498,7 @@ TEST_CASE("no fd leak across runners", "[lifecycle][fd]") {
     rs[2].reset();
     rs[0]->close();
   }
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
 }
 
 // ---- the global runner ------------------------------------------------------------
@@ -550,7 +550,7 @@ TEST_CASE("shutdown_global_runner: idempotent, next run recreates, old reference
   palitra::shutdown_global_runner();
   REQUIRE_FALSE(palitra::is_runner_alive());
   REQUIRE(g1.closed());
-  REQUIRE(palitra_test::open_fds() == fds_before); // joined, fds closed
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before); // joined, fds closed
   palitra::shutdown_global_runner(); // idempotent
   palitra::shutdown_global_runner();
   REQUIRE_FALSE(palitra::is_runner_alive());
@@ -589,7 +589,7 @@ TEST_CASE("shutdown_global_runner: idempotent, next run recreates, old reference
   for (auto& t : ts) t.join();
   REQUIRE(g3.closed());
   REQUIRE_FALSE(palitra::is_runner_alive());
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
 }
 
 TEST_CASE("threads holding the global runner get runner_closed_error when it shuts down",
@@ -792,7 +792,7 @@ TEST_CASE("fork: an inherited explicit runner throws runner_closed_error; close 
   const auto s = r->stats();
   REQUIRE(s.in_flight == 1); // the spawned sleeper
   delete r;                  // cancels it and joins
-  REQUIRE(palitra_test::open_fds() == fds_before);
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
 }
 
 // Regression: future::reset() once waited in a forked child for a loop

@@ -30,7 +30,7 @@ namespace {
 struct fd_balance {
   int before = palitra_test::open_fds();
   ~fd_balance() {
-    if (std::uncaught_exceptions() == 0) CHECK(palitra_test::open_fds() == before);
+    if (std::uncaught_exceptions() == 0) CHECK(palitra_test::fds_settled(before) == before);
   }
 };
 
