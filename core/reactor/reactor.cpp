@@ -82,6 +82,25 @@ bool io_ops::cancel(io_op& op) noexcept {
   return true;
 }
 
+void io_ops::forget(io_op& op) noexcept {
+  switch (op.state) {
+  case io_op_state::pending: op.handle->ops.erase(op); break;
+  case io_op_state::ready: batch_.erase(op); break;
+  case io_op_state::cancelling: {
+    // In due_ or, while a poll dispatches, in dispatching_: the state does
+    // not say which, so look (a rare path: a frame destroyed mid-wait).
+    bool in_due = false;
+    for (io_op* o = due_.head; o != nullptr && !in_due; o = o->next_) in_due = o == &op;
+    (in_due ? due_ : dispatching_).erase(op);
+    break;
+  }
+  default: return; // idle or completed: not the reactor's
+  }
+  --pending_;
+  op.state = io_op_state::idle;
+  op.events = 0;
+}
+
 io_harvest io_ops::harvest(io_handle& h, std::uint32_t events) noexcept {
   io_harvest got;
   for (io_op* op = h.ops.head; op != nullptr;) {

@@ -38,6 +38,10 @@
 //      armed for a handle no op waits on, so a dead fd cannot spin the loop.
 //   I8 wake() is the only member any thread may call; it is
 //      async-signal-safe and makes the current or next poll() return.
+//   I9 forget() is I1's only exception: it unlinks an op in any state
+//      without completing it, for an owner that is being destroyed while
+//      the op is in flight (a coroutine frame destroyed while suspended).
+//      complete() is never called for it afterwards.
 //
 // One implementation per backend (reactor_epoll.cpp; kqueue and IOCP are not
 // written yet; reactor_fake.cpp is the scripted test backend); the build
@@ -76,6 +80,7 @@ struct io_op {
   io_handle* handle = nullptr;
   /// Runs on the loop thread inside poll() (I2); may start, cancel, detach.
   void (*complete)(io_op&) noexcept = nullptr;
+  void* ctx = nullptr; ///< for complete(); the reactor never reads it
 
   // ---- the result, written by poll() before complete()
   std::error_code error;    ///< empty: ready; ECANCELED: cancelled; else failed
@@ -136,6 +141,8 @@ public:
   void failed(io_op& op, std::error_code ec) noexcept;
   /// I4. false if the op was not pending or ready.
   bool cancel(io_op& op) noexcept;
+  /// I9: unlinked from whichever list holds it; never completes. -> idle.
+  void forget(io_op& op) noexcept;
   /// Phase 1: the handle's ops matching `events` move to the batch.
   io_harvest harvest(io_handle& h, std::uint32_t events) noexcept;
   /// Starts a poll: takes the due completions (I6). true if any are due.

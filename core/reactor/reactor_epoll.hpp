@@ -30,6 +30,8 @@ public:
   void start(io_op& op) noexcept;
   /// Asynchronous cancel (I4, I6). Thread: loop.
   void cancel(io_op& op) noexcept;
+  /// I9: drop an in-flight op without completing it. Thread: loop.
+  void forget(io_op& op) noexcept { ops_.forget(op); }
   /// A watch's new interest (io_in | io_out), effective for the next poll.
   void set_interest(io_op& watch, std::uint32_t interest) noexcept;
   /// Waits up to `timeout_ns` (0: never blocks; < 0: no limit) for readiness

@@ -24,6 +24,7 @@ public:
   void detach(io_handle& h) noexcept;
   void start(io_op& op) noexcept;
   void cancel(io_op& op) noexcept;
+  void forget(io_op& op) noexcept { ops_.forget(op); }
   void set_interest(io_op& watch, std::uint32_t interest) noexcept;
   int poll(std::int64_t timeout_ns) noexcept;
   void wake() noexcept;

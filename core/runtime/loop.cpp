@@ -93,7 +93,20 @@ loop::loop(const runner_options& o)
       loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin),
       stall_threshold_(o.stall_threshold), close_warning_(o.close_warning),
       on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall),
-      on_slow_close_(o.on_slow_close) {}
+      on_slow_close_(o.on_slow_close) {
+  anchor_ = std::make_shared<loop_anchor>(*this);
+}
+
+void loop_anchor::hand_off(queue_node& node, void (*in_place)(queue_node&) noexcept) noexcept {
+  {
+    std::lock_guard lk(m_);
+    if (!gone_) { // H1
+      loop_->submit_always(node);
+      return;
+    }
+  }
+  in_place(node); // H2
+}
 
 void loop::close_handles() noexcept {
   reactor_.close();
@@ -331,6 +344,10 @@ void loop::run(std::uint32_t born) noexcept {
     if (ready_head_ != nullptr) continue;
     idle();
   }
+  // H3 (loop_anchor.hpp): from here, objects destroyed elsewhere clean up
+  // in place; what they handed off before is in the queue now.
+  anchor_->mark_gone();
+  drain_queue();
   timers_.erase(slow_close_timer_); // unfired: every call unwound in time
   PALITRA_ASSERT(timers_.empty(), "a timer outlived every call on a closed loop"); // E2
   mark_away();

@@ -17,6 +17,8 @@
 
 #include "runtime/call.hpp"
 #include "runtime/latency_histogram.hpp"
+#include "runtime/loop_anchor.hpp"
+#include "reactor/fd_table.hpp"
 #include "reactor/reactor.hpp"
 #include "runtime/submission.hpp"
 #include "runtime/submission_queue.hpp"
@@ -61,6 +63,11 @@ public:
   int handle_count() const noexcept { return reactor_.handle_count(); }
   /// Loop thread: the reactor, for I/O awaitables (and tests).
   reactor& io() noexcept { return reactor_; }
+  /// Any thread: what loop-affine objects keep to reach this loop after it
+  /// may be gone (loop_anchor.hpp).
+  const anchor_ref& anchor() const noexcept { return anchor_; }
+  /// Loop thread: handles for fds the loop does not own (wait_readable).
+  fd_table& fds() noexcept { return fds_; }
 
   // ---- loop thread
   void schedule(ready_item& item) noexcept;
@@ -107,6 +114,7 @@ private:
   // ---- shared with producers
   basic_submission<os_sync, submission_queue_t> sub_;
   reactor reactor_;
+  anchor_ref anchor_; // H1-H3; outlives the loop
 
   // ---- counters: written by the loop only, read by stats()
   // What waiting callers read (wait_hints): the caller budget, read by
@@ -128,6 +136,7 @@ private:
   ready_item* ready_head_ = nullptr;
   ready_item* ready_tail_ = nullptr;
   timer_heap timers_;
+  fd_table fds_;
   call_record* registry_ = nullptr; // calls in flight (intrusive, doubly linked)
   call_record* finished_head_ = nullptr;
   call_record* finished_tail_ = nullptr;

@@ -6,6 +6,8 @@
 #include <palitra/config.hpp>
 #include <palitra/error.hpp>
 #include <palitra/future.hpp>
+#include <palitra/io.hpp>
+#include <palitra/net.hpp>
 #include <palitra/outcome.hpp>
 #include <palitra/run.hpp>
 #include <palitra/runner.hpp>
