@@ -416,7 +416,7 @@ TEST_CASE("net: an idle connection reset by its peer does not spin the loop", "[
       const std::size_t got4 = co_await c.read_some(b); // c is registered, interest armed
       REQUIRE(got4 == 1);
       reset_on_close(s.native_handle());
-      co_return c; // s closes with a reset; nobody reads c now
+      co_return std::move(c); // s closes with a reset; nobody reads c now
     });
     std::this_thread::sleep_for(20ms); // the reset arrives; the loop sees it once
     const auto before = r.stats().loop_iterations;
