@@ -13,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <utility>
 
 #include "diag/fault.hpp"
 #include "runtime/loop.hpp"
@@ -630,4 +631,90 @@ TEST_CASE("reactor: the loop still sleeps when epoll_pwait2 fails with EPERM", "
     REQUIRE(passes < 50); // asleep: 0 expected; a spinning loop makes millions
   }
   fault::fail_epoll_pwait2(0);
+}
+
+namespace {
+
+// A stand-in for a foreign library that owns its fd and tells the loop what
+// to watch (libcurl's CURL_POLL_IN / OUT / INOUT / REMOVE, libpq's
+// "wait for read or write"): it keeps one persistent watch, changes its
+// interest, removes it, and closes the fd itself afterwards.
+struct foreign_owner {
+  int fd[2] = {-1, -1}; // the library's socket and its peer
+  io_handle h;
+  probe w{io_kind::watch, h};
+  palitra::event reported;
+  foreign_owner() {
+    REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fd) == 0);
+    w.then = [this](probe&) { reported.set(); };
+  }
+  ~foreign_owner() { close_fds(); }
+  void close_fds() {
+    for (int& f : fd)
+      if (f >= 0) ::close(std::exchange(f, -1));
+  }
+};
+
+// The next report (or final completion) of `o`'s watch.
+palitra::task<void> next_report(foreign_owner& o) {
+  o.reported.clear();
+  co_await o.reported.wait();
+}
+
+palitra::task<void> foreign_owner_cycle() {
+  reactor& r = current_loop()->io();
+  foreign_owner a;
+  REQUIRE(!r.attach(a.h, a.fd[0])); // add
+  a.w.interest = io_in;
+  r.start(a.w);
+  put_byte(a.fd[1]);
+  co_await next_report(a);
+  REQUIRE(a.w.reports == 1);
+  REQUIRE((a.w.events & io_in) != 0);
+  drain(a.fd[0]);
+  r.set_interest(a.w, io_out); // change: the socket is writable at once
+  co_await next_report(a);
+  REQUIRE((a.w.events & io_out) != 0);
+  r.set_interest(a.w, 0);       // the owner services nothing for now
+  put_byte(a.fd[1]);            // readable again, but not of interest
+  co_await palitra::sleep_for(20ms);
+  const int reports = a.w.reports;
+  co_await palitra::sleep_for(20ms);
+  REQUIRE(a.w.reports == reports); // no report while the interest is 0
+  r.cancel(a.w);                  // remove
+  co_await next_report(a);
+  REQUIRE(a.w.finals == 1);
+  REQUIRE(a.w.cancelled());
+  r.detach(a.h);
+  const int old_fd = a.fd[0];
+  a.close_fds(); // the owner closes after remove, with data still unread
+
+  // A new owner gets the same fd number at once: only its own events reach it.
+  foreign_owner b;
+  if (b.fd[0] != old_fd && b.fd[1] != old_fd) WARN("the fd number was not reused");
+  REQUIRE(!r.attach(b.h, b.fd[0]));
+  b.w.interest = io_in;
+  r.start(b.w);
+  co_await palitra::sleep_for(20ms);
+  REQUIRE(b.w.reports == 0); // a's pending data and readiness did not follow the number
+  REQUIRE(a.w.reports == reports);
+  put_byte(b.fd[1]);
+  co_await next_report(b);
+  REQUIRE(b.w.reports == 1);
+  r.cancel(b.w);
+  co_await next_report(b);
+  r.detach(b.h);
+}
+
+} // namespace
+
+TEST_CASE("reactor: a foreign owner's watch on a running loop: add change remove then the owner "
+          "closes",
+          "[reactor][loop]") {
+  watchdog wd(30s);
+  fd_balance fb;
+  palitra::runner r;
+  r.run(foreign_owner_cycle());
+  r.close();
+  palitra_test::require_quiet(r.stats());
 }
