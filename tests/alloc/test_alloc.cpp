@@ -340,3 +340,49 @@ TEST_CASE("4 threads calling run concurrently make zero global allocations", "[a
   REQUIRE(wrong == 0);
   REQUIRE(allocs == 0);
 }
+
+namespace {
+
+// n echo round trips on one established connection, inside one task: the
+// client writes 64 bytes, the server task echoes them, the client reads
+// them back (both ends on the same loop).
+palitra::task<long> echo_round_trips(palitra::net::tcp_stream& c, palitra::net::tcp_stream& s,
+                                     int n) {
+  std::byte out[64], in[64], mid[64];
+  std::memset(out, 'e', sizeof out);
+  long wrong = 0;
+  for (int i = 0; i < n; ++i) {
+    co_await c.write_all(out);
+    co_await s.read_exact(mid);
+    co_await s.write_all(mid);
+    co_await c.read_exact(in);
+    if (std::memcmp(in, out, sizeof in) != 0) ++wrong;
+  }
+  co_return wrong;
+}
+
+palitra::task<std::pair<palitra::net::tcp_stream, palitra::net::tcp_stream>>
+loopback_pair(palitra::net::tcp_listener& l) {
+  auto c = co_await palitra::net::tcp_stream::connect("127.0.0.1", l.port());
+  auto s = co_await l.accept();
+  co_return std::pair{std::move(c), std::move(s)};
+}
+
+} // namespace
+
+TEST_CASE("steady-state echo round trips on an established connection make zero global "
+          "allocations",
+          "[alloc][net]") {
+  REQUIRE(palitra::detail::frame_allocator_name() == std::string("mimalloc"));
+  palitra::runner r;
+  auto listener = palitra::net::tcp_listener::bind("127.0.0.1", 0);
+  auto [c, s] = r.run(loopback_pair(listener));
+  REQUIRE(r.run(echo_round_trips(c, s, 1000)) == 0); // warm-up: both handles registered
+  counting_window w;
+  const long wrong = r.run(echo_round_trips(c, s, 10000));
+  const long allocs = w.stop();
+  report("echo round trip (write_all, read_exact both ways)", allocs, 10000);
+  INFO("first counted: " << first_counted(allocs));
+  REQUIRE(wrong == 0);
+  REQUIRE(allocs == 0);
+}
