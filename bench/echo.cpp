@@ -97,7 +97,9 @@ struct config {
   std::string csv;
   std::string only;   // --systems: comma-separated; empty = both
   std::string phases; // --phases: rt,alloc,accept,idle; empty = all
+  std::string conns;  // --conns: which of 1,16,256 the rt phase runs; empty = all
   bool want(const char* p) const { return palitra_bench::listed(phases, p); }
+  bool want_conns(int n) const { return palitra_bench::listed(conns, std::to_string(n).c_str()); }
 };
 
 /// What the loop thread and the driving thread share during one phase. The
@@ -310,6 +312,7 @@ sample measure(const config& c) {
   palitra::runner r;
   for (std::size_t k = 0; k < conn_counts.size(); ++k) {
     if (!c.want("rt")) break;
+    if (!c.want_conns(conn_counts[k])) continue;
     phase_state st;
     auto l = tcp_listener::bind("127.0.0.1", 0, backlog);
     const int n = conn_counts[k];
@@ -490,6 +493,7 @@ sample measure(const config& c) {
   loop_thread lt;
   for (std::size_t k = 0; k < conn_counts.size(); ++k) {
     if (!c.want("rt")) break;
+    if (!c.want_conns(conn_counts[k])) continue;
     phase_state st;
     tcp::acceptor a = listen(lt.ctx);
     const std::uint16_t port = a.local_endpoint().port();
@@ -705,7 +709,8 @@ bool write_csv(const std::string& path, const table& t) {
   std::fprintf(code == 0 ? stdout : stderr,
                "usage: palitra_bench_echo [--rounds N] [--seconds S] [--warmup S] [--bytes N]\n"
                "                          [--alloc-trips N] [--accept-conns N] [--idle N]\n"
-               "                          [--systems LIST] [--phases LIST] [--quick] [--csv PATH]\n"
+               "                          [--systems LIST] [--phases LIST] [--conns LIST] [--quick]\n"
+               "                          [--csv PATH]\n"
                "  --rounds N        interleaved rounds (default 5)\n"
                "  --seconds S       timed window per phase (default 1)\n"
                "  --warmup S        warm-up before each window (default 0.25)\n"
@@ -715,6 +720,7 @@ bool write_csv(const std::string& path, const table& t) {
                "  --idle N          idle connections for the memory figure (default 2000)\n"
                "  --systems LIST    palitra,asio (default both)\n"
                "  --phases LIST     rt,alloc,accept,idle (default all)\n"
+               "  --conns LIST      connection counts of the rt phase: 1,16,256 (default all)\n"
                "  --quick           smoke run: 2 rounds, 0.2 s windows, 2000 trips, 500 idle\n"
                "  --csv PATH        also write per-round and median rows as CSV\n");
   std::exit(code);
@@ -768,6 +774,7 @@ int main(int argc, char** argv) {
     else if (a == "--idle") c.idle = static_cast<int>(parse_number("--idle", value(), 1, 100000));
     else if (a == "--systems") c.only = value();
     else if (a == "--phases") c.phases = value();
+    else if (a == "--conns") c.conns = value();
     else if (a == "--csv") c.csv = value();
     else if (a == "--quick") {
       c.rounds = 2;

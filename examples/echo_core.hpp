@@ -15,7 +15,7 @@ namespace example {
 inline palitra::task<void> echo(palitra::net::tcp_stream s) {
   std::array<std::byte, 4096> buf;
   try {
-    for (std::size_t n; (n = co_await s.read_some(buf)) != 0;)
+    for (std::size_t n; (n = co_await s.read_some(buf)) != 0;) // 0: the client closed
       co_await s.write_all(std::span(buf.data(), n));
   } catch (const palitra::io_error&) {
     // a reset by the peer ends this connection only
