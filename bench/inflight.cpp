@@ -61,6 +61,7 @@
 #include <palitra/palitra.hpp>
 
 #include "alloc_count.hpp"
+#include "bench_util.hpp"
 
 namespace {
 
@@ -91,12 +92,7 @@ double ms_between(clock_type::time_point a, clock_type::time_point b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-long rss_bytes() {
-  std::ifstream in("/proc/self/statm");
-  long size = 0, resident = 0;
-  in >> size >> resident;
-  return resident * sysconf(_SC_PAGESIZE);
-}
+using palitra_bench::rss_bytes;
 
 /// Polls `pred` every millisecond for up to `limit`.
 template <class P> bool wait_for(P pred, std::chrono::seconds limit = 120s) {
@@ -362,48 +358,19 @@ result asio_close(const config& c, bool with_futures) {
 /// what it reported; a crashed child gives ran == false.
 template <class F> result in_child(const char* what, F fn) {
   std::fprintf(stderr, "palitra_inflight: %s...\n", what);
-  int p[2];
-  if (pipe(p) != 0) return {};
-  const pid_t pid = fork();
-  if (pid == 0) {
-    close(p[0]);
-    result r = fn();
-    r.ran = true;
-    const char* b = reinterpret_cast<const char*>(&r);
-    std::size_t left = sizeof r;
-    while (left > 0) {
-      const ssize_t k = write(p[1], b, left);
-      if (k <= 0) break;
-      b += k;
-      left -= static_cast<std::size_t>(k);
-    }
-    _exit(0);
-  }
-  close(p[1]);
-  result r;
-  char* b = reinterpret_cast<char*>(&r);
-  std::size_t got = 0;
-  while (got < sizeof r) {
-    const ssize_t k = read(p[0], b + got, sizeof r - got);
-    if (k <= 0) break;
-    got += static_cast<std::size_t>(k);
-  }
-  close(p[0]);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  if (got != sizeof r) {
-    r = result{};
-    std::snprintf(r.note, sizeof r.note, "child died (status %d)", status);
-  }
+  bool ok = false;
+  result r = palitra_bench::in_child<result>(
+      [&] {
+        result x = fn();
+        x.ran = true;
+        return x;
+      },
+      ok);
+  if (!ok) std::snprintf(r.note, sizeof r.note, "child died before it reported");
   return r;
 }
 
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  if (!(in >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
-}
+using palitra_bench::load_average;
 
 std::string cell(double v, const char* f) {
   if (v < 0) return "—";

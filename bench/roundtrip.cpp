@@ -45,7 +45,6 @@
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
-#include <sys/utsname.h>
 #include <unistd.h>
 #include <linux/futex.h>
 
@@ -61,7 +60,6 @@
 #include <cstring>
 #include <ctime>
 #include <deque>
-#include <fstream>
 #include <functional>
 #include <future>
 #include <latch>
@@ -83,11 +81,12 @@
 #include <palitra/palitra.hpp>
 
 #include "alloc_count.hpp"
+#include "bench_util.hpp"
 
 namespace {
 
 using clock_type = std::chrono::steady_clock;
-constexpr double nan_v = std::numeric_limits<double>::quiet_NaN();
+using palitra_bench::nan_v;
 constexpr std::array<int, 7> thread_counts{1, 2, 4, 8, 16, 32, 64};
 constexpr int alloc_threads = 16;   // the "under load" allocation pass
 constexpr std::size_t wake_tput_index = 4; // thread_counts[4] == 16
@@ -673,50 +672,14 @@ sample measure_child(const config& c, bool, const char* name, std::vector<std::i
 // Reporting
 // ---------------------------------------------------------------------------
 
-double median(std::vector<double> v) {
-  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return std::isnan(x); }), v.end());
-  if (v.empty()) return nan_v;
-  std::sort(v.begin(), v.end());
-  const std::size_t m = v.size() / 2;
-  return v.size() % 2 == 1 ? v[m] : (v[m - 1] + v[m]) / 2;
-}
-
-double min_of(const std::vector<double>& v) {
-  double r = nan_v;
-  for (double x : v)
-    if (!std::isnan(x) && (std::isnan(r) || x < r)) r = x;
-  return r;
-}
-double max_of(const std::vector<double>& v) {
-  double r = nan_v;
-  for (double x : v)
-    if (!std::isnan(x) && (std::isnan(r) || x > r)) r = x;
-  return r;
-}
-
-std::string fmt(const char* f, double v) {
-  if (std::isnan(v)) return "—";
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
-}
-std::string fmt_us(double v) {
-  if (std::isnan(v)) return "—";
-  return fmt(v < 10 ? "%.2f" : v < 100 ? "%.1f" : "%.0f", v);
-}
-std::string fmt_rate(double v) {
-  if (std::isnan(v)) return "—";
-  if (v >= 1e6) return fmt("%.2fM", v / 1e6);
-  if (v >= 1e5) return fmt("%.0fk", v / 1e3);
-  if (v >= 1e3) return fmt("%.1fk", v / 1e3);
-  return fmt("%.0f", v);
-}
-std::string fmt_csv(double v) {
-  if (std::isnan(v)) return "";
-  char b[64];
-  std::snprintf(b, sizeof b, "%.6g", v);
-  return b;
-}
+using palitra_bench::fmt;
+using palitra_bench::load_average;
+using palitra_bench::fmt_csv;
+using palitra_bench::fmt_rate;
+using palitra_bench::fmt_us;
+using palitra_bench::max_of;
+using palitra_bench::median;
+using palitra_bench::min_of;
 
 using table = std::vector<std::vector<sample>>; // [system][round]
 
@@ -735,58 +698,10 @@ double ratio_median(const table& t, std::size_t sys, std::size_t ref, F f) {
   return median(std::move(v));
 }
 
-std::string read_cpu_model() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      const auto p = line.find(':');
-      if (p != std::string::npos) return line.substr(p + 2);
-    }
-  }
-  return "unknown";
-}
-
-/// The first three fields of /proc/loadavg: how busy the machine was.
-std::string load_average() {
-  std::ifstream in("/proc/loadavg");
-  std::string a, b, c;
-  if (!(in >> a >> b >> c)) return "unknown";
-  return a + " " + b + " " + c;
-}
-
-std::string affinity_cpus(int& count) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  count = 0;
-  if (sched_getaffinity(0, sizeof set, &set) != 0) return "?";
-  std::string r;
-  for (int i = 0; i < CPU_SETSIZE; ++i) {
-    if (!CPU_ISSET(i, &set)) continue;
-    ++count;
-    if (!r.empty()) r += ',';
-    r += std::to_string(i);
-  }
-  return r;
-}
-
 void print_header(const config& c) {
-  char date[64];
-  const std::time_t now = std::time(nullptr);
-  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
-  utsname u{};
-  uname(&u);
-  int n_aff = 0;
-  const std::string cpus = affinity_cpus(n_aff);
   const palitra::runner_options defaults;
   std::printf("# palitra_bench: round trip (sync caller -> server thread -> result)\n\n");
-  std::printf("- date: %s\n", date);
-  std::printf("- machine: nproc %d (this process may run on CPUs %s; %ld online), kernel %s %s, "
-              "cpu \"%s\"\n",
-              n_aff, cpus.c_str(), sysconf(_SC_NPROCESSORS_ONLN), u.sysname, u.release,
-              read_cpu_model().c_str());
-  std::printf("- load average at start: %s (other work on the machine skews every row)\n",
-              load_average().c_str());
+  palitra_bench::print_machine();
   std::printf("- build: g++ %s, asio %d.%d.%d, palitra frame allocator: %s, runner defaults: "
               "caller_spin %lld ns, loop_spin %lld ns\n",
               __VERSION__, ASIO_VERSION / 100000, ASIO_VERSION / 100 % 1000, ASIO_VERSION % 100,
@@ -929,24 +844,7 @@ bool write_csv(const std::string& path, const table& t) {
                   "sparse_p50_us,sparse_p99_us,wakeups_per_call_sparse,cpu_us_per_call_sparse,"
                   "cpu_us_per_call_1t,cpu_us_per_call_16t,switches_per_call_1t,"
                   "switches_per_call_16t,caller_wakes_per_call_16t\n");
-  auto row = [&](const std::string& round, const char* key, sample s) {
-    std::fprintf(f, "%s,%s", round.c_str(), key);
-    for (double* v : fields(s)) std::fprintf(f, ",%s", fmt_csv(*v).c_str());
-    std::fprintf(f, "\n");
-  };
-  for (std::size_t i = 0; i < systems.size(); ++i)
-    for (std::size_t r = 0; r < t[i].size(); ++r) row(std::to_string(r + 1), systems[i].key, t[i][r]);
-  for (std::size_t i = 0; i < systems.size(); ++i) {
-    if (t[i].empty()) continue;
-    sample s;
-    const std::vector<double*> out = fields(s);
-    for (std::size_t k = 0; k < out.size(); ++k) {
-      std::vector<double> v;
-      for (sample x : t[i]) v.push_back(*fields(x)[k]);
-      *out[k] = median(std::move(v));
-    }
-    row("median", systems[i].key, s);
-  }
+  palitra_bench::write_csv_rows(f, t, [](std::size_t i) { return systems[i].key; }, &fields);
   return std::fclose(f) == 0;
 }
 
@@ -985,13 +883,7 @@ int main(int argc, char** argv) {
   config c;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> const char* {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "palitra_bench: %s needs a value\n", a.c_str());
-        usage(1);
-      }
-      return argv[++i];
-    };
+    auto value = [&] { return palitra_bench::option_value(argc, argv, i, "palitra_bench", &usage); };
     if (a == "--rounds") c.rounds = static_cast<int>(parse_count("--rounds", value()));
     else if (a == "--calls") c.calls = parse_count("--calls", value());
     else if (a == "--tput-calls") c.tput_calls = parse_count("--tput-calls", value());
@@ -1026,32 +918,21 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::vector<std::size_t> selected;
-  for (std::size_t i = 0; i < systems.size(); ++i) {
-    const std::string key = std::string(",") + systems[i].key + ",";
-    if (c.only.empty() || ("," + c.only + ",").find(key) != std::string::npos) selected.push_back(i);
-  }
-  if (selected.empty()) {
-    std::fprintf(stderr, "palitra_bench: --systems '%s' selects nothing\n", c.only.c_str());
-    usage(1);
-  }
+  const std::vector<std::size_t> selected =
+      palitra_bench::select_systems(systems, c.only, "palitra_bench");
 
   print_header(c);
   table t(systems.size());
   const auto t_start = clock_type::now();
-  for (int r = 0; r < c.rounds; ++r) {
-    for (std::size_t j = 0; j < selected.size(); ++j) {
-      // Rotate the starting system so none always runs first or last.
-      const std::size_t i = selected[(j + static_cast<std::size_t>(r)) % selected.size()];
-      const auto t0 = clock_type::now();
-      t[i].push_back(systems[i].run(c, systems[i].multi_caller, systems[i].key, ns));
-      const sample& s = t[i].back();
-      std::fprintf(stderr, "round %d/%d %-12s p50 %6s µs  @1 %7s/s  @16 %7s/s  (%.1f s)\n",
-                   r + 1, c.rounds, systems[i].key, fmt_us(s.p50).c_str(),
-                   fmt_rate(s.tput[0]).c_str(), fmt_rate(s.tput[wake_tput_index]).c_str(),
-                   std::chrono::duration<double>(clock_type::now() - t0).count());
-    }
-  }
+  palitra_bench::for_rounds(c.rounds, selected, [&](int r, std::size_t i) {
+    const auto t0 = clock_type::now();
+    t[i].push_back(systems[i].run(c, systems[i].multi_caller, systems[i].key, ns));
+    const sample& s = t[i].back();
+    std::fprintf(stderr, "round %d/%d %-12s p50 %6s µs  @1 %7s/s  @16 %7s/s  (%.1f s)\n",
+                 r + 1, c.rounds, systems[i].key, fmt_us(s.p50).c_str(),
+                 fmt_rate(s.tput[0]).c_str(), fmt_rate(s.tput[wake_tput_index]).c_str(),
+                 std::chrono::duration<double>(clock_type::now() - t0).count());
+  });
   print_tables(t, c.rounds);
   std::printf("\n(total %.1f s; load average at the end: %s)\n",
               std::chrono::duration<double>(clock_type::now() - t_start).count(),
