@@ -634,3 +634,43 @@ TEST_CASE("net: wait_readable and wait_writable on a pipe and their cancellation
   }
   REQUIRE(palitra_test::fds_settled(fds) == fds);
 }
+
+TEST_CASE("net: a stream destroyed on a sync thread while its read waits or before its read "
+          "starts",
+          "[net]") {
+  on_loopback(20s, [](palitra::runner& r, tcp_listener& listener) {
+    auto [c, s] = r.run(connected(listener));
+    // A read in flight on the loop; the stream is destroyed here: the close
+    // is handed to the loop, which ends the read with operation_canceled.
+    std::atomic<bool> waiting{false};
+    std::byte b[4];
+    auto reader = [&](tcp_stream& st) -> task<std::size_t> {
+      auto t = st.read_some(b); // reads st here, on the loop, before the flag
+      waiting.store(true);
+      co_return co_await std::move(t);
+    };
+    auto f = r.submit(reader(c));
+    while (!waiting.load()) std::this_thread::yield(); // bounded by the watchdog
+    { tcp_stream gone = std::move(c); }
+    try {
+      (void)f.get();
+      FAIL("the read returned");
+    } catch (const palitra::io_error& e) {
+      REQUIRE(e.code() == std::errc::operation_canceled);
+    }
+    // A read task made on this thread, the stream destroyed before it runs:
+    // the task keeps the core alive and reports the close.
+    auto t = s.read_some(b);
+    s = tcp_stream();
+    REQUIRE_THROWS_WITH(r.run(std::move(t)), Catch::Contains("closed"));
+    // Same for a stream never used on a loop (accepted, unbound).
+    auto [c2, s2] = r.run([&]() -> task<std::pair<tcp_stream, tcp_stream>> {
+      tcp_stream cc = co_await tcp_stream::connect("127.0.0.1", listener.port());
+      tcp_stream ss = co_await listener.accept(); // not used yet: unbound
+      co_return std::pair{std::move(cc), std::move(ss)};
+    });
+    auto t2 = s2.read_some(b);
+    { tcp_stream gone = std::move(s2); }
+    REQUIRE_THROWS_WITH(r.run(std::move(t2)), Catch::Contains("closed"));
+  });
+}

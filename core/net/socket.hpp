@@ -1,63 +1,59 @@
-// palitra — what a net::tcp_stream / net::tcp_listener owns: the socket, its
-// reactor handle, its loop binding, and the count of tasks inside it.
+// palitra — what a net::tcp_stream / net::tcp_listener owns: the socket and
+// its reactor handle, on a loop_affine core (runtime/loop_affine.hpp: the
+// binding B1-B3 and the references R1-R2).
 //
-// Ownership (loop thread, except release() off the loop, which hands off):
-//   - the public object owns one reference until close()/destruction;
-//   - every read/write/accept/connect coroutine running on it owns one
-//     while it runs, so closing the stream under a waiting reader detaches
-//     the handle (the wait ends with ECANCELED: reactor I5) and the core
-//     lives until that reader has resumed and left.
-//   - close order: detach, then ::close(fd) (reactor I5), then, once the
-//     count is 0, delete.
-// A core is bound to the first loop that uses it (enter()); it keeps an
-// anchor_ref, so a release on another thread after the runner closed still
-// finds out that the loop is gone (loop_anchor.hpp, H1-H3).
+// Ownership:
+//   - the public object holds the owner's reference until close() or its
+//     destruction; every read/write/accept task holds one from its creation
+//     (an affine_ref parameter), so a core outlives every task made on it;
+//   - close() closes the socket at once, whoever still holds a reference:
+//     on the home loop (its own thread, or handed off, H1) it detaches the
+//     handle first (reactor I5), which ends a waiting reader or writer with
+//     ECANCELED (they report "closed"); never bound: in place (B2); loop
+//     gone: in place, without the reactor (H2);
+//   - the last reference deletes the core (F1).
+// Loop thread for everything below except close_owner().
 #pragma once
 
 #include <string>
 
 #include "reactor/reactor.hpp"
 #include "runtime/loop.hpp"
+#include "runtime/loop_affine.hpp"
 
 namespace palitra::detail::net {
 
-struct socket_core final : queue_node {
-  explicit socket_core(int fd, const char* kind) noexcept : fd(fd), kind(kind) {}
+struct socket_core final : loop_affine {
+  socket_core(int fd, const char* kind) noexcept;
 
-  int fd;
-  const char* kind;     ///< "palitra::net::tcp_stream", for errors
-  io_handle handle;     ///< attached at the first enter()
-  loop* home = nullptr; ///< the loop it belongs to (first use)
-  anchor_ref anchor;    ///< home's anchor (set with home)
-  int refs = 1;         ///< the owner + tasks inside (loop thread once bound)
+  int fd;               ///< -1 once closed
+  io_handle handle;     ///< attached at the first use on the loop
   bool reading = false; ///< a reader (read_some/read_exact/accept) is inside
   bool writing = false; ///< a writer (write_all/connect) is inside
 };
 
-/// Binds `c` to this thread's loop on first use and attaches its handle.
-/// Throws palitra::error off a loop, on another runner's loop or once
-/// closed; io_error if the reactor refuses the fd.
-loop& enter(socket_core& c, const char* what);
-/// The owner lets go (close() / destructor), from any thread.
-void release(socket_core* c) noexcept;
-/// A task that entered leaves (loop thread).
-void leave(socket_core& c) noexcept;
+/// The owner lets go: close now, drop the owner's reference. Any thread.
+void close_owner(socket_core* c) noexcept;
 
-/// A task's claim on a core while it runs: enter + one reference; and the
-/// reader or writer slot when `slot` is given.
+/// A task's use of a core while it runs: binds it (B1) and attaches its
+/// handle on first use, and takes the reader or writer slot if `slot` is
+/// given. Throws palitra::error off a loop, on another runner's loop, once
+/// closed, or for a second reader/writer; io_error if the reactor refuses
+/// the fd. The task's affine_ref keeps `c` alive.
 class use {
 public:
   use(socket_core* c, const char* what, bool socket_core::*slot = nullptr);
   ~use();
   use(const use&) = delete;
   use& operator=(const use&) = delete;
-  loop& home() const noexcept { return *c_->home; }
+  loop& home() const noexcept { return *l_; }
   socket_core& core() const noexcept { return *c_; }
   /// The core was closed while this task waited (fd is -1 now).
   [[noreturn]] void throw_closed() const;
 
 private:
   socket_core* c_;
+  loop* l_ = nullptr;
   bool socket_core::*slot_;
   const char* what_;
 };

@@ -25,7 +25,8 @@ constexpr const char* listener_kind = "palitra::net::tcp_listener";
 
 bool would_block(int e) noexcept { return e == EAGAIN || e == EWOULDBLOCK; }
 
-task<std::size_t> read_some(socket_core* c, std::span<std::byte> buf) {
+task<std::size_t> read_some(affine_ref ref, std::span<std::byte> buf) {
+  auto* c = static_cast<socket_core*>(ref.get());
   constexpr const char* what = "palitra::net::tcp_stream::read_some";
   use u(c, what, &socket_core::reading);
   for (;;) {
@@ -39,7 +40,8 @@ task<std::size_t> read_some(socket_core* c, std::span<std::byte> buf) {
   }
 }
 
-task<void> read_exact(socket_core* c, std::span<std::byte> buf) {
+task<void> read_exact(affine_ref ref, std::span<std::byte> buf) {
+  auto* c = static_cast<socket_core*>(ref.get());
   constexpr const char* what = "palitra::net::tcp_stream::read_exact";
   use u(c, what, &socket_core::reading);
   std::size_t got = 0;
@@ -61,7 +63,8 @@ task<void> read_exact(socket_core* c, std::span<std::byte> buf) {
   }
 }
 
-task<void> write_all(socket_core* c, std::span<const std::byte> buf) {
+task<void> write_all(affine_ref ref, std::span<const std::byte> buf) {
+  auto* c = static_cast<socket_core*>(ref.get());
   constexpr const char* what = "palitra::net::tcp_stream::write_all";
   use u(c, what, &socket_core::writing);
   std::size_t sent = 0;
@@ -134,7 +137,8 @@ task<palitra::net::tcp_stream> connect(std::string host, std::uint16_t port) {
                  std::error_code(last, std::system_category()));
 }
 
-task<palitra::net::tcp_stream> accept(socket_core* c) {
+task<palitra::net::tcp_stream> accept(affine_ref ref) {
+  auto* c = static_cast<socket_core*>(ref.get());
   constexpr const char* what = "palitra::net::tcp_listener::accept";
   use u(c, what, &socket_core::reading);
   for (;;) {
@@ -161,6 +165,7 @@ task<palitra::net::tcp_stream> accept(socket_core* c) {
 namespace palitra::net {
 
 using detail::net::socket_core;
+using detail::affine_ref;
 
 // ---- tcp_stream -------------------------------------------------------------
 
@@ -177,18 +182,18 @@ task<tcp_stream> tcp_stream::connect(std::string host, std::uint16_t port) {
 }
 
 task<std::size_t> tcp_stream::read_some(std::span<std::byte> buf) {
-  return detail::net::read_some(core_, buf);
+  return detail::net::read_some(detail::affine_ref(core_), buf);
 }
 
 task<void> tcp_stream::read_exact(std::span<std::byte> buf) {
-  return detail::net::read_exact(core_, buf);
+  return detail::net::read_exact(detail::affine_ref(core_), buf);
 }
 
 task<void> tcp_stream::write_all(std::span<const std::byte> buf) {
-  return detail::net::write_all(core_, buf);
+  return detail::net::write_all(detail::affine_ref(core_), buf);
 }
 
-void tcp_stream::close() noexcept { detail::net::release(std::exchange(core_, nullptr)); }
+void tcp_stream::close() noexcept { detail::net::close_owner(std::exchange(core_, nullptr)); }
 
 int tcp_stream::native_handle() const noexcept { return core_ != nullptr ? core_->fd : -1; }
 
@@ -241,9 +246,9 @@ std::uint16_t tcp_listener::port() const {
                                        : reinterpret_cast<sockaddr_in*>(&a)->sin_port);
 }
 
-task<tcp_stream> tcp_listener::accept() { return detail::net::accept(core_); }
+task<tcp_stream> tcp_listener::accept() { return detail::net::accept(detail::affine_ref(core_)); }
 
-void tcp_listener::close() noexcept { detail::net::release(std::exchange(core_, nullptr)); }
+void tcp_listener::close() noexcept { detail::net::close_owner(std::exchange(core_, nullptr)); }
 
 int tcp_listener::native_handle() const noexcept { return core_ != nullptr ? core_->fd : -1; }
 

@@ -97,6 +97,23 @@ loop::loop(const runner_options& o)
   anchor_ = std::make_shared<loop_anchor>(*this);
 }
 
+void loop::add_resident(loop_resident& r) noexcept {
+  PALITRA_ASSERT(!r.registered, "loop resident registered twice");
+  r.prev = nullptr;
+  r.next = residents_;
+  if (residents_ != nullptr) residents_->prev = &r;
+  residents_ = &r;
+  r.registered = true;
+}
+
+void loop::remove_resident(loop_resident& r) noexcept {
+  if (!r.registered) return;
+  (r.prev != nullptr ? r.prev->next : residents_) = r.next;
+  if (r.next != nullptr) r.next->prev = r.prev;
+  r.prev = r.next = nullptr;
+  r.registered = false;
+}
+
 void loop_anchor::hand_off(queue_node& node, void (*in_place)(queue_node&) noexcept) noexcept {
   {
     std::lock_guard lk(m_);
@@ -344,8 +361,13 @@ void loop::run(std::uint32_t born) noexcept {
     if (ready_head_ != nullptr) continue;
     idle();
   }
-  // H3 (loop_anchor.hpp): from here, objects destroyed elsewhere clean up
-  // in place; what they handed off before is in the queue now.
+  // H0 (loop_anchor.hpp): objects outliving the loop let go of it.
+  while (loop_resident* res = residents_) {
+    remove_resident(*res);
+    res->on_loop_exit(*res);
+  }
+  // H3: from here, objects destroyed elsewhere clean up in place; what they
+  // handed off before is in the queue now.
   anchor_->mark_gone();
   drain_queue();
   timers_.erase(slow_close_timer_); // unfired: every call unwound in time

@@ -68,6 +68,9 @@ public:
   const anchor_ref& anchor() const noexcept { return anchor_; }
   /// Loop thread: handles for fds the loop does not own (wait_readable).
   fd_table& fds() noexcept { return fds_; }
+  /// Loop thread: objects told when the loop exits before them (H0).
+  void add_resident(loop_resident& r) noexcept;
+  void remove_resident(loop_resident& r) noexcept;
 
   // ---- loop thread
   void schedule(ready_item& item) noexcept;
@@ -137,6 +140,7 @@ private:
   ready_item* ready_tail_ = nullptr;
   timer_heap timers_;
   fd_table fds_;
+  loop_resident* residents_ = nullptr; // H0 (loop_anchor.hpp)
   call_record* registry_ = nullptr; // calls in flight (intrusive, doubly linked)
   call_record* finished_head_ = nullptr;
   call_record* finished_tail_ = nullptr;

@@ -18,13 +18,22 @@
 //   H2 the same, but gone_ is true: unlock and run the cleanup in place. No
 //      poll() runs any more, so no event can reach the object's handle;
 //      closing the fd also takes it out of the kernel's epoll set.
-//   H3 loop thread, after the final drain (loop.cpp, stopped -> exited):
-//      lock m_; gone_ = true; unlock; then drain the queue once more.
+//   H0 loop thread, after the final drain (loop.cpp, stopped -> exited),
+//      before H3: every resident still registered (an object alive past its
+//      loop that holds timers or reactor handles: an http::client) gets
+//      on_loop_exit(): it gives its timers and watches back and from then
+//      on cleans up without the loop ("dead" mode).
+//   H3 loop thread, right after H0: lock m_; gone_ = true; unlock; then
+//      drain the queue once more (cleanups handed off between H0 and H3
+//      run here, in dead mode).
 // Invariants:
 //   A1 every cleanup runs exactly once: pushed before H3's lock (then the
 //      drain after it pops the node: the push completed under m_), or run
 //      in place after it.
 //   A2 H1 never blocks on the loop: m_ is held only for a push or a store.
+//   A3 dead mode is set on the loop thread before gone_ (H0 before H3), so
+//      an in-place cleanup (H2, after reading gone_ under m_) or a handed-off
+//      one (the drain after H3) always sees it.
 // ---------------------------------------------------------------------------
 #pragma once
 
@@ -58,5 +67,15 @@ private:
 };
 
 using anchor_ref = std::shared_ptr<loop_anchor>;
+
+/// H0's registry entry (loop::add_resident). Intrusive; loop thread only.
+struct loop_resident {
+  loop_resident* prev = nullptr;
+  loop_resident* next = nullptr;
+  bool registered = false;
+  void* ctx = nullptr; ///< the owner's
+  /// The loop is exiting and the object is still alive (H0).
+  void (*on_loop_exit)(loop_resident&) noexcept = nullptr;
+};
 
 } // namespace palitra::detail
