@@ -6,10 +6,10 @@
 //
 // ---------------------------------------------------------------------------
 // Protocol: who owns a job (job_state, in state_).
-//   idle     -> pending   J1 loop, blocking_submit(): the pool's work queue
-//                         takes it (enqueue: release; the worker's dequeue:
-//                         acquire, so the callable, home_ and deadline_ are
-//                         seen). The loop counts one completion owed.
+//   idle     -> pending   J1 loop, blocking_submit(): a release store, then
+//                         the pool's work queue takes it; the worker's
+//                         acquire load at pickup sees the callable, home_
+//                         and deadline_. The loop counts one completion owed.
 //   pending  -> done      J2 worker, after the callable returned or threw
 //                         (CAS): the outcome is stored; the worker pushes
 //                         the completion node through G1' (submit_always)
