@@ -13,6 +13,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -672,5 +673,41 @@ TEST_CASE("net: a stream destroyed on a sync thread while its read waits or befo
     auto t2 = s2.read_some(b);
     { tcp_stream gone = std::move(s2); }
     REQUIRE_THROWS_WITH(r.run(std::move(t2)), Catch::Contains("closed"));
+  });
+}
+
+TEST_CASE("net: a host name is resolved through to_thread and connects", "[net]") {
+  // The machine's own name, if /etc/hosts maps it to loopback (tests talk
+  // to 127.0.0.1 only); no DNS server is asked.
+  char name[256] = {};
+  REQUIRE(::gethostname(name, sizeof name - 1) == 0);
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  const bool loopback_name =
+      ::getaddrinfo(name, "80", &hints, &res) == 0 && res != nullptr &&
+      (ntohl(reinterpret_cast<sockaddr_in*>(res->ai_addr)->sin_addr.s_addr) >> 24) == 127;
+  if (res != nullptr) ::freeaddrinfo(res);
+  if (!loopback_name) {
+    WARN("this host's name '" << name << "' does not resolve to 127.x here: nothing to test");
+    return;
+  }
+  on_loopback(20s, [&](palitra::runner& r, tcp_listener& listener) {
+    REQUIRE(r.stats().blocking_threads == 0);
+    const std::string host = name;
+    r.run([&]() -> task<void> {
+      auto server = [&]() -> task<void> {
+        tcp_stream s = co_await listener.accept();
+        co_await s.write_all(bytes("ok"));
+      };
+      auto client = [&]() -> task<void> {
+        tcp_stream c = co_await tcp_stream::connect(host, listener.port());
+        std::byte b[2];
+        co_await c.read_exact(b);
+      };
+      co_await palitra::when_all(server(), client());
+    });
+    REQUIRE(r.stats().blocking_threads >= 1); // getaddrinfo ran on the pool, not the loop
   });
 }

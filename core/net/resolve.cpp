@@ -10,10 +10,7 @@
 #include <netinet/in.h>
 
 #include <palitra/error.hpp>
-#if __has_include(<palitra/to_thread.hpp>) // TEMP until the to_thread merge
 #include <palitra/to_thread.hpp>
-#define PALITRA_TMP_HAS_TO_THREAD 1
-#endif
 
 #include "net/resolve.hpp"
 
@@ -107,12 +104,9 @@ std::vector<endpoint> resolve_blocking(const std::string& host, std::uint16_t po
 task<std::vector<endpoint>> resolve(std::string host, std::uint16_t port, const char* what) {
   std::vector<endpoint> out;
   if (parse_numeric(host, port, out)) co_return out;
-#ifdef PALITRA_TMP_HAS_TO_THREAD
+  // Named, not a temporary inside the co_await (to_thread.hpp: g++ 12).
   auto lookup = [host = std::move(host), port, what] { return resolve_blocking(host, port, what); };
-  co_return co_await to_thread(std::move(lookup));
-#else
-  throw error("TEMP: names need to_thread");
-#endif
+  co_return co_await to_thread(palitra::moved(lookup));
 }
 
 std::string describe(const std::string& host, std::uint16_t port) {

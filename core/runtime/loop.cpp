@@ -20,14 +20,17 @@
 //                          Calls popped from now on are rejected at accept
 //                          (call.hpp queued -> ended), never started.
 //   stopping  -> draining  the registry and the ready queue are empty: every
-//                          accepted call was published or freed (C1).
+//                          accepted call was published or freed (C1), and
+//                          no to_thread completion is owed (blocking_job.hpp,
+//                          B2; the loop sleeps until the worker's push).
 //   draining  -> stopped   S2 succeeds (the gate was stopping with no
 //                          producer inside). A producer between G1 and G3
 //                          makes it fail; the loop yields and goes round.
 //   stopped   -> exited    the final drain: drain and run until no producer
 //                          is inside (G1' cancel nodes may still arrive),
 //                          the queue is empty, no call awaits its cancel
-//                          node's pop, and nothing is ready. run() returns;
+//                          node's pop, no to_thread completion is owed, and
+//                          nothing is ready. run() returns;
 //                          the thread ends and close() joins it.
 // Invariants:
 //   E1 after S2 no submission is accepted (G0/G1 see stopped), and the
@@ -93,7 +96,7 @@ loop::loop(const runner_options& o)
       loop_budget_(std::max<std::int64_t>(0, o.loop_spin.count())), loop_spin_(o.loop_spin),
       stall_threshold_(o.stall_threshold), close_warning_(o.close_warning),
       on_unhandled_(o.on_unhandled_error), on_stall_(o.on_stall),
-      on_slow_close_(o.on_slow_close) {
+      on_slow_close_(o.on_slow_close), pool_(o.blocking_threads, o.name) {
   anchor_ = std::make_shared<loop_anchor>(*this);
 }
 
@@ -326,8 +329,8 @@ bool loop::try_finish_stop() noexcept {
   for (;;) {
     drain_queue();
     run_ready();
-    if (awaiting_cancel_ == 0 && sub_.producers() == 0 && sub_.queue_empty() &&
-        ready_head_ == nullptr)
+    if (awaiting_cancel_ == 0 && blocking_owed_ == 0 && sub_.producers() == 0 &&
+        sub_.queue_empty() && ready_head_ == nullptr)
       break;
     mark_away();
     platform::yield_cpu();
@@ -352,7 +355,8 @@ void loop::run(std::uint32_t born) noexcept {
     // (run_ready runs everything ready when it began; tokio's
     // event_interval = 61 counts single tasks, a pass here is many).
     poll_pass(reactor_);
-    if (stopping_ && registry_ == nullptr && ready_head_ == nullptr) { // draining
+    if (stopping_ && registry_ == nullptr && ready_head_ == nullptr &&
+        blocking_owed_ == 0) { // draining
       if (try_finish_stop()) break; // stopped -> exited
       mark_away();
       platform::yield_cpu(); // a producer is between G1 and G3: let it finish

@@ -15,6 +15,7 @@
 #include <palitra/detail/loop_hooks.hpp>
 #include <palitra/runner.hpp>
 
+#include "blocking/thread_pool.hpp"
 #include "runtime/call.hpp"
 #include "runtime/latency_histogram.hpp"
 #include "runtime/loop_anchor.hpp"
@@ -80,6 +81,13 @@ public:
   void detach(call_record& op) noexcept;
   void report_unhandled(std::exception_ptr e) noexcept;
   std::size_t timer_count() const noexcept { return timers_.size(); }
+  /// The runner's to_thread pool (blocking_job.hpp). submit() from the loop
+  /// thread; join() from close() after the loop thread ended.
+  thread_pool& blocking_pool() noexcept { return pool_; }
+  /// Completions of to_thread jobs owed to this loop (B2): counted at J1,
+  /// settled at J3 or J5. The stop sequence waits for none to be owed.
+  void blocking_started() noexcept { ++blocking_owed_; }
+  void blocking_settled() noexcept { --blocking_owed_; }
 
   static void dispatch_root(queue_node* n, loop& l) noexcept;
   static void dispatch_cancel(queue_node* n, loop& l) noexcept;
@@ -145,6 +153,7 @@ private:
   call_record* finished_head_ = nullptr;
   call_record* finished_tail_ = nullptr;
   std::size_t awaiting_cancel_ = 0;
+  std::size_t blocking_owed_ = 0; // to_thread completions owed (blocking_job.hpp, B2)
   bool stopping_ = false;
   std::uint32_t born_ = 0; // fork generation of the runner (leave_forked_child)
   std::uint32_t cpu_ = 0;        // the loop's CPU tag as of its last mark_running()
@@ -162,6 +171,7 @@ private:
   std::function<void(std::exception_ptr)> on_unhandled_;
   std::function<void(std::chrono::nanoseconds)> on_stall_;
   std::function<void(const std::vector<call_info>&)> on_slow_close_;
+  thread_pool pool_;
   timer_node slow_close_timer_; // armed by begin_stop when calls are in flight
   std::chrono::steady_clock::time_point drain_time_{}; // of the current batch
 };

@@ -89,6 +89,7 @@ void runner_core::close() {
   std::lock_guard<std::mutex> g(join_mutex_); // L2
   if (!joined_ && !abandoned_ && thread_.joinable()) {
     thread_.join();
+    loop_.blocking_pool().join(); // B4: a callable still running is waited for
     loop_.close_handles();
     joined_ = true;
   }
@@ -110,6 +111,10 @@ std::uint64_t current_runner_id() noexcept { return tl_runner_id; }
 namespace palitra {
 
 bool this_task::cancelled() noexcept {
+  // On a to_thread worker: the awaiting task's cancellation (blocking_job.hpp
+  // J3), or its deadline.
+  if (const detail::blocking_record* j = detail::current_blocking_job())
+    return detail::blocking_cancel_requested(*j);
   const detail::cancel_state* c = detail::current_chain();
   // A timeout or close() cannot be delivered while CPU-bound code holds the
   // loop, so their conditions are read directly here.

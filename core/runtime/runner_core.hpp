@@ -13,9 +13,11 @@
 //                          sequence).
 //   closing   -> joined    close(), under join_mutex_: joins the thread (the
 //                          loop passed S2 and its final drain, so no call is
-//                          left and no code of any call runs any more), then
-//                          releases the reactor, the wait-hint block and the
-//                          timer memory (L2). Concurrent closers wait on the
+//                          left and no code of any call runs any more), joins
+//                          the to_thread pool (a callable still running is
+//                          waited for: blocking_job.hpp B4), then releases
+//                          the reactor, the wait-hint block and the timer
+//                          memory (L2). Concurrent closers wait on the
 //                          mutex and return after the join too.
 //   closing   -> abandoned abandon(), on the loop thread inside exit(): the
 //                          thread cannot join itself; it is never joined.

@@ -33,6 +33,7 @@ runner_stats loop::stats() const noexcept {
       final_budget >= 0 ? final_budget
                         : hints_.get().caller_budget.load(std::memory_order_relaxed));
   s.loop_spin_budget = std::chrono::nanoseconds(loop_budget_.load(std::memory_order_relaxed));
+  s.blocking_threads = pool_.threads();
   return s;
 }
 

@@ -14,4 +14,5 @@
 #include <palitra/sync.hpp>
 #include <palitra/task.hpp>
 #include <palitra/time.hpp>
+#include <palitra/to_thread.hpp>
 #include <palitra/when.hpp>

@@ -69,6 +69,14 @@ struct runner_options {
   /// Receives that report on the loop thread. Empty: one line on stderr per
   /// call (kind, submitting thread, age).
   std::function<void(const std::vector<call_info>&)> on_slow_close;
+  /// At most this many threads run palitra::to_thread callables at once
+  /// (more jobs wait in the pool's queue). 0 (the default): min(32, CPUs + 4),
+  /// asyncio's executor default: the pool serves blocking I/O, whose threads
+  /// mostly wait, so a few more than the CPUs pay off, and the cap bounds a
+  /// burst's cost. Threads start lazily (the first to_thread; then one more
+  /// only when every one is busy), are named `<name>-blk`, and live until
+  /// close(), which joins them.
+  std::size_t blocking_threads = 0;
 };
 
 /// Counters of a runner. An accepted call ends in exactly one of completed,
@@ -104,6 +112,9 @@ struct runner_stats {
   /// wait that outlasts it (README.md, "Tuning").
   std::chrono::nanoseconds caller_spin_budget{0};
   std::chrono::nanoseconds loop_spin_budget{0};
+  /// Threads of the to_thread pool now running (0 until the first
+  /// to_thread, and again after close()).
+  std::uint64_t blocking_threads = 0;
 };
 
 template <class T> class future;

@@ -62,6 +62,16 @@ public:
     return false;
   }
 
+  /// Loop thread: the earliest deadline of this chain and its ancestors
+  /// (time_point::max() if none): what a blocking job copies so that
+  /// this_task::cancelled() on its worker sees a passed deadline at once.
+  std::chrono::steady_clock::time_point earliest_deadline() const noexcept {
+    auto d = std::chrono::steady_clock::time_point::max();
+    for (const cancel_state* c = this; c != nullptr; c = c->parent_)
+      if (c->deadline_ < d) d = c->deadline_;
+    return d;
+  }
+
   /// Loop thread: the deadline after which this chain is cancelled.
   void set_deadline(std::chrono::steady_clock::time_point d) noexcept { deadline_ = d; }
 
