@@ -139,6 +139,10 @@ public:
     if (!o.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, o.ca_file.c_str());
     curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(o.max_response_bytes));
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, ""); // what this libcurl decodes
+    // A request to a host whose connection is still being set up waits to
+    // learn whether it multiplexes (HTTP/2) instead of opening another: a
+    // fan-out of N requests to one h2 host uses one connection.
+    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     // A cancelled transfer never joins a resolver thread on the loop: with
     // QUICK_EXIT, removing a handle mid-resolve forgets the thread instead
     // (curl #8515; CURLOPT_QUICK_EXIT, libcurl >= 7.87).
