@@ -6,6 +6,9 @@
 #include <thread>
 #include <vector>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <curl/curl.h>
 
 #include <palitra/http.hpp>
@@ -254,5 +257,33 @@ TEST_CASE("http: misuse throws palitra::error", "[http]") {
     palitra::runner other;
     REQUIRE_THROWS_WITH(other.run(c.get(up.url("/comments/1"))),
                         Catch::Contains("belongs to another runner's loop"));
+  });
+}
+
+namespace {
+
+// A sync server's way: a client as a static, used through palitra::run on
+// the global runner, destroyed during exit (after or before the global
+// runner's own exit handler, whichever the order makes it).
+int child_with_static_client(const std::string& url) {
+  static http::client shared;
+  const auto resp = palitra::run(shared.get(url));
+  return resp.status == 200 ? 0 : 3;
+}
+
+} // namespace
+
+TEST_CASE("http: a static client used through palitra::run is destroyed cleanly at exit",
+          "[http]") {
+  with_upstream(0ms, [](upstream& up, palitra::runner&) {
+    const std::string url = up.url("/comments/9");
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) std::exit(child_with_static_client(url)); // exit handlers and statics run
+    int st = 0;
+    REQUIRE(::waitpid(pid, &st, 0) == pid);
+    INFO("child status " << st);
+    REQUIRE(WIFEXITED(st));
+    REQUIRE(WEXITSTATUS(st) == 0);
   });
 }
