@@ -598,6 +598,42 @@ palitra::task<int> nothing() { co_return 0; }
 
 } // namespace
 
+TEST_CASE("reactor: fake: parked watches with interest 0 do not make busy passes poll",
+          "[reactor]") {
+  // An idle keep-alive pool: curl parks each cached connection's watch with
+  // interest 0. A pure run() load beside it must stay syscall-free.
+  fd_balance fb;
+  reactor_fake r;
+  io_handle h;
+  REQUIRE(!r.attach(h, 3));
+  probe w(io_kind::watch, h, 0);
+  r.start(w);
+  r.set_ready(h, io_in | io_out | io_hup);
+  REQUIRE(r.pending_ops() == 1);
+  REQUIRE(r.active_ops() == 0);
+  for (int pass = 0; pass < 100; ++pass) poll_pass(r);
+  REQUIRE(r.calls().poll == 0);
+  r.set_interest(w, io_in); // the library wants to read: polled again
+  REQUIRE(r.active_ops() == 1);
+  REQUIRE(poll_pass(r) == 1);
+  REQUIRE(w.reports == 1);
+  r.set_interest(w, 0);
+  REQUIRE(r.active_ops() == 0);
+  r.cancel(w); // a cancelled quiet watch must complete: active again
+  REQUIRE(r.active_ops() == 1);
+  REQUIRE(poll_pass(r) == 1);
+  REQUIRE(w.finals == 1);
+  REQUIRE(r.pending_ops() == 0);
+  REQUIRE(r.active_ops() == 0);
+  probe f(io_kind::watch, h, 0);
+  r.start(f);
+  REQUIRE(r.active_ops() == 0);
+  r.forget(f); // I9 on a quiet watch
+  REQUIRE(r.pending_ops() == 0);
+  REQUIRE(r.active_ops() == 0);
+  r.detach(h);
+}
+
 TEST_CASE("reactor: a loop whose ready queue never empties still dispatches I/O completions",
           "[reactor][loop]") {
   watchdog wd(60s);

@@ -59,11 +59,20 @@ void io_ops::started(io_op& op) noexcept {
   op.events = 0;
   op.handle->ops.push_back(op);
   ++pending_;
+  if (is_quiet(op)) ++quiet_;
+}
+
+void io_ops::set_interest(io_op& watch, std::uint32_t interest) noexcept {
+  const bool in_flight = watch.state == io_op_state::pending || watch.state == io_op_state::ready;
+  if (in_flight && is_quiet(watch)) --quiet_;
+  watch.interest = interest;
+  if (in_flight && is_quiet(watch)) ++quiet_;
 }
 
 void io_ops::failed(io_op& op, std::error_code ec) noexcept {
   PALITRA_ASSERT(op.state == io_op_state::pending, "only a pending op can fail to start");
   op.handle->ops.erase(op);
+  if (is_quiet(op)) --quiet_;
   op.state = io_op_state::cancelling;
   op.error = ec;
   due_.push_back(op); // I2: completes in a later poll, never inline
@@ -75,6 +84,7 @@ bool io_ops::cancel(io_op& op) noexcept {
   case io_op_state::ready: batch_.erase(op); break; // I4: harvested, still cancelled
   default: return false; // idle, cancelling, completed: nothing to do (I4)
   }
+  if (is_quiet(op)) --quiet_; // it completes now: active again
   op.state = io_op_state::cancelling;
   op.error = std::make_error_code(std::errc::operation_canceled);
   op.events = 0;
@@ -83,6 +93,7 @@ bool io_ops::cancel(io_op& op) noexcept {
 }
 
 void io_ops::forget(io_op& op) noexcept {
+  if ((op.state == io_op_state::pending || op.state == io_op_state::ready) && is_quiet(op)) --quiet_;
   switch (op.state) {
   case io_op_state::pending: op.handle->ops.erase(op); break;
   case io_op_state::ready: batch_.erase(op); break;

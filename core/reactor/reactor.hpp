@@ -150,8 +150,15 @@ public:
   /// Phase 2: completes what begin_poll took, then the batch. Returns the
   /// number of complete() calls.
   int dispatch() noexcept;
-  /// Started ops not completed yet (the loop polls only if this is nonzero).
+  /// Started ops not completed yet.
   std::size_t pending() const noexcept { return pending_; }
+  /// Started ops that a poll could complete or report: pending() minus the
+  /// watches in flight with interest 0 (I7: they report nothing). The loop
+  /// polls on a busy pass only if this is nonzero, so an idle keep-alive
+  /// pool (parked watches) costs a pure run() load no syscall.
+  std::size_t active() const noexcept { return pending_ - quiet_; }
+  /// A watch's interest changes (the backends' set_interest).
+  void set_interest(io_op& watch, std::uint32_t interest) noexcept;
   std::size_t handles() const noexcept { return handles_; }
   /// io_in/io_out wanted by the handle's pending ops.
   static std::uint32_t wanted(const io_handle& h) noexcept;
@@ -161,14 +168,19 @@ private:
   io_op_list due_;         // cancelling: completes in the next poll
   io_op_list dispatching_; // cancelling: taken by begin_poll, completes now
   std::size_t pending_ = 0;
+  std::size_t quiet_ = 0; // watches pending or ready with interest 0
   std::size_t handles_ = 0;
+  static bool is_quiet(const io_op& op) noexcept {
+    return op.kind == io_kind::watch && op.interest == 0;
+  }
 };
 
 /// The loop pass's I/O step (loop::run): a non-blocking poll, only while
-/// ops are pending, so a pass under a pure run() load makes no syscall. A
+/// ops are active (io_ops::active), so a pass under a pure run() load makes
+/// no syscall, also with parked watches of an idle connection pool. A
 /// template so that tests drive it with reactor_fake. Thread: loop.
 template <class Reactor> int poll_pass(Reactor& r) noexcept {
-  return r.pending_ops() != 0 ? r.poll(0) : 0;
+  return r.active_ops() != 0 ? r.poll(0) : 0;
 }
 
 } // namespace palitra::detail

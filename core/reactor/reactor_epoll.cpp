@@ -171,7 +171,7 @@ void reactor_epoll::cancel(io_op& op) noexcept {
 
 void reactor_epoll::set_interest(io_op& watch, std::uint32_t interest) noexcept {
   PALITRA_ASSERT(watch.kind == io_kind::watch, "set_interest on a one-shot op");
-  watch.interest = interest;
+  ops_.set_interest(watch, interest);
   if (watch.state != io_op_state::pending && watch.state != io_op_state::ready) return;
   io_handle& h = *watch.handle;
   // Eager, unlike a one-shot's: a level-triggered watch's interest is the

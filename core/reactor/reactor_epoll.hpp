@@ -47,6 +47,8 @@ public:
   int handle_count() const noexcept { return (epfd_ >= 0) + (wakefd_ >= 0); }
   /// Started ops not completed yet; 0 means a poll(0) would dispatch nothing.
   std::size_t pending_ops() const noexcept { return ops_.pending(); }
+  /// Pending ops a poll could complete or report (io_ops::active).
+  std::size_t active_ops() const noexcept { return ops_.active(); }
   /// Attached handles (the wake eventfd is internal and not counted).
   std::size_t attached() const noexcept { return ops_.handles(); }
   /// epoll_wait/epoll_pwait2 calls so far (tests: a busy pass makes none).

@@ -43,7 +43,7 @@ void reactor_fake::cancel(io_op& op) noexcept {
 void reactor_fake::set_interest(io_op& watch, std::uint32_t interest) noexcept {
   PALITRA_ASSERT(watch.kind == io_kind::watch, "set_interest on a one-shot op");
   ++calls_.set_interest;
-  watch.interest = interest;
+  ops_.set_interest(watch, interest);
 }
 
 void reactor_fake::set_ready(io_handle& h, std::uint32_t events) noexcept {

@@ -31,6 +31,8 @@ public:
   void close() noexcept { closed_ = true; }
   int handle_count() const noexcept { return 0; }
   std::size_t pending_ops() const noexcept { return ops_.pending(); }
+  /// Pending ops a poll could complete or report (io_ops::active).
+  std::size_t active_ops() const noexcept { return ops_.active(); }
   std::size_t attached() const noexcept { return ops_.handles(); }
 
   // ---- the script
