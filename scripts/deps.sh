@@ -12,8 +12,9 @@ palitra_deps_packages() {
     # libmimalloc2.0: the run-time library palitra dlopen()s (-dev depends on it,
     # but it is what a run needs; nothing else pulls it in: no DT_NEEDED).
     # libcurl4-openssl-dev: palitra::http (its tests run in every lane).
-    # libcpp-httplib-dev: the HTTP examples (sync_server, the demo) in the dev lane.
-    base)       echo "cmake ninja-build g++ catch2 libmimalloc-dev libmimalloc2.0 libconcurrentqueue-dev pkg-config libcurl4-openssl-dev libcpp-httplib-dev" ;;
+    # libcpp-httplib-dev: the HTTP examples (sync_server, the demo); curl: the
+    # client of their ctest (examples/sync_server_test.sh).
+    base)       echo "cmake ninja-build g++ catch2 libmimalloc-dev libmimalloc2.0 libconcurrentqueue-dev pkg-config libcurl4-openssl-dev libcpp-httplib-dev curl" ;;
     sanitizers) echo "clang-16 libclang-rt-16-dev" ;;
     # bench: python3-matplotlib is optional (plots only); never a test dependency.
     bench)      echo "libasio-dev python3-matplotlib" ;;
