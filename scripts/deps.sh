@@ -13,8 +13,10 @@ palitra_deps_packages() {
     # but it is what a run needs; nothing else pulls it in: no DT_NEEDED).
     # libcurl4-openssl-dev: palitra::http (its tests run in every lane);
     # openssl (the CLI makes the TLS tests' certificates) and nghttp2-server
-    # (nghttpd: the TLS and HTTP/2 loopback server of those tests).
-    base)       echo "cmake ninja-build g++ catch2 libmimalloc-dev libmimalloc2.0 libconcurrentqueue-dev pkg-config libcurl4-openssl-dev openssl nghttp2-server" ;;
+    # (nghttpd: the TLS and HTTP/2 loopback server of those tests);
+    # libcpp-httplib-dev: the HTTP examples (sync_server, the demo); curl: the
+    # client of their ctest (examples/sync_server_test.sh).
+    base)       echo "cmake ninja-build g++ catch2 libmimalloc-dev libmimalloc2.0 libconcurrentqueue-dev pkg-config libcurl4-openssl-dev openssl nghttp2-server libcpp-httplib-dev curl" ;;
     sanitizers) echo "clang-16 libclang-rt-16-dev" ;;
     # bench: python3-matplotlib is optional (plots only); never a test dependency.
     bench)      echo "libasio-dev python3-matplotlib" ;;

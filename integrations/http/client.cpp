@@ -126,6 +126,11 @@ public:
   ~transfer() {
     if (added_) c_.driver->remove(*this); // a frame destroyed mid-wait
     if (hooked_) item_.chain->disarm();
+    // Counted however the transfer ended: a timed-out or cancelled one may
+    // have opened a connection too.
+    long conns = 0;
+    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &conns);
+    c_.bump(c_.connections, conns);
     curl_slist_free_all(headers_);
     give_back();
   }
@@ -210,9 +215,6 @@ public:
   response take_response() {
     long status = 0;
     curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
-    long conns = 0;
-    curl_easy_getinfo(easy, CURLINFO_NUM_CONNECTS, &conns);
-    c_.bump(c_.connections, conns);
     c_.bump(c_.bytes, static_cast<std::int64_t>(body_.size()));
     if (result_ != CURLE_OK) fail();
     response out;
@@ -235,7 +237,15 @@ private:
       throw palitra::io_error(what + "the response body is larger than max_response_bytes (" +
                                   std::to_string(c_.opts.max_response_bytes) + ")",
                               ec);
-    throw palitra::io_error(what + (errbuf_[0] != '\0' ? errbuf_ : curl_easy_strerror(result_)), ec);
+    // io_error appends ": " + ec.message(), which is curl_easy_strerror:
+    // keep curl's detail (errbuf) without that text repeated at its end.
+    std::string detail = errbuf_;
+    const std::string generic = curl_easy_strerror(result_);
+    if (detail.size() >= generic.size() &&
+        detail.compare(detail.size() - generic.size(), generic.size(), generic) == 0)
+      detail.resize(detail.size() - generic.size());
+    while (!detail.empty() && (detail.back() == ' ' || detail.back() == ':')) detail.pop_back();
+    throw palitra::io_error(what.substr(0, what.size() - 2) + (detail.empty() ? "" : " (" + detail + ")"), ec);
   }
 
   // Out of the multi by now: reset (options only; connections live in the

@@ -287,3 +287,27 @@ TEST_CASE("http: a static client used through palitra::run is destroyed cleanly 
     REQUIRE(WEXITSTATUS(st) == 0);
   });
 }
+
+TEST_CASE("http: a timed-out transfer's connection is counted and its error reads once", "[http]") {
+  with_upstream(300ms, [](upstream& up, palitra::runner& r) {
+    http::client c;
+    REQUIRE_THROWS_AS(r.run(c.get(up.url("/comments/1")), 50ms), palitra::timeout_error);
+    REQUIRE(up.accepted() == 1);
+    REQUIRE(c.stats().connections_opened == 1);
+    std::uint16_t closed_port;
+    {
+      auto l = palitra::net::tcp_listener::bind("127.0.0.1", 0);
+      closed_port = l.port();
+    }
+    try {
+      (void)r.run(c.get("http://127.0.0.1:" + std::to_string(closed_port) + "/"));
+      FAIL("no io_error");
+    } catch (const palitra::io_error& e) {
+      const std::string w = e.what();
+      const std::string text = curl_easy_strerror(CURLE_COULDNT_CONNECT);
+      INFO(w);
+      REQUIRE(w.find(text) != std::string::npos);
+      REQUIRE(w.find(text) == w.rfind(text)); // once
+    }
+  });
+}
