@@ -156,10 +156,13 @@ public:
     if (!o.ca_file.empty()) curl_easy_setopt(easy, CURLOPT_CAINFO, o.ca_file.c_str());
     curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(o.max_response_bytes));
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, ""); // what this libcurl decodes
-    // A request to a host whose connection is still being set up waits to
-    // learn whether it multiplexes (HTTP/2) instead of opening another: a
-    // fan-out of N requests to one h2 host uses one connection.
-    curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
+    // https: a request to a host whose connection is still being set up
+    // waits to learn whether it multiplexes (HTTP/2 through ALPN) instead
+    // of opening another, so a fan-out to one h2 host uses one connection.
+    // Not for http://, which is HTTP/1.1 here (no prior knowledge): there a
+    // waiting request was measured queueing behind another's response (a
+    // fan-out of 5 opened 4 connections, the 5th request waited 20 ms).
+    if (r_.url.compare(0, 8, "https://") == 0) curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L);
     // A cancelled transfer never joins a resolver thread on the loop: with
     // QUICK_EXIT, removing a handle mid-resolve forgets the thread instead
     // (curl #8515; CURLOPT_QUICK_EXIT, libcurl >= 7.87).

@@ -311,3 +311,19 @@ TEST_CASE("http: a timed-out transfer's connection is counted and its error read
     }
   });
 }
+
+TEST_CASE("http: a first fan-out over HTTP/1.1 opens one connection per request at once",
+          "[http]") {
+  // With PIPEWAIT on http:// a request queued behind another's response
+  // (4 connections for 5 requests, one waiting a whole upstream delay).
+  with_upstream(50ms, [](upstream& up, palitra::runner& r) {
+    http::client c;
+    r.run([&]() -> task<void> {
+      std::vector<task<http::response>> ts;
+      for (int i = 0; i < 5; ++i) ts.push_back(c.get(up.url("/comments/" + std::to_string(i))));
+      co_await palitra::when_all(std::move(ts));
+    });
+    REQUIRE(c.stats().connections_opened == 5);
+    REQUIRE(up.accepted() == 5);
+  });
+}
