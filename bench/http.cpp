@@ -53,6 +53,7 @@ struct options {
   double seconds = 1.0;
   int alloc_requests = 2000;
   std::vector<int> conns{1, 16, 256};
+  std::string systems; // "palitra", "bound" or both (empty)
 };
 
 // ---- the upstream ---------------------------------------------------------------------
@@ -277,6 +278,7 @@ double allocs_bound(const std::string& url, const options& o) {
 void usage(int rc) {
   std::fprintf(rc == 0 ? stdout : stderr,
                "usage: palitra_bench_http [--rounds N] [--seconds S] [--warmup S] [--quick]\n"
+               "                          [--systems palitra|bound] [--conns C]\n"
                "  palitra::http vs a hand-written epoll + curl_multi_socket_action loop\n");
   std::exit(rc);
 }
@@ -291,6 +293,8 @@ int main(int argc, char** argv) {
     else if (a == "--seconds") o.seconds = std::atof(palitra_bench::option_value(argc, argv, i, "palitra_bench_http", usage));
     else if (a == "--warmup") o.warmup = std::atof(palitra_bench::option_value(argc, argv, i, "palitra_bench_http", usage));
     else if (a == "--quick") { o.rounds = 1; o.seconds = 0.3; o.warmup = 0.1; o.alloc_requests = 500; }
+    else if (a == "--systems") o.systems = palitra_bench::option_value(argc, argv, i, "palitra_bench_http", usage);
+    else if (a == "--conns") o.conns = {std::atoi(palitra_bench::option_value(argc, argv, i, "palitra_bench_http", usage))};
     else if (a == "--help" || a == "-h") usage(0);
     else usage(1);
   }
@@ -306,13 +310,15 @@ int main(int argc, char** argv) {
   for (const int c : o.conns) {
     std::vector<double> p, b, ratio;
     for (int round = 0; round < o.rounds; ++round) {
-      double pr, br;
+      const bool want_p = palitra_bench::listed(o.systems, "palitra");
+      const bool want_b = palitra_bench::listed(o.systems, "bound");
+      double pr = NAN, br = NAN;
       if (round % 2 == 0) {
-        pr = run_palitra(url, c, o);
-        br = run_bound(url, c, o);
+        if (want_p) pr = run_palitra(url, c, o);
+        if (want_b) br = run_bound(url, c, o);
       } else {
-        br = run_bound(url, c, o);
-        pr = run_palitra(url, c, o);
+        if (want_b) br = run_bound(url, c, o);
+        if (want_p) pr = run_palitra(url, c, o);
       }
       p.push_back(pr);
       b.push_back(br);
@@ -323,6 +329,7 @@ int main(int argc, char** argv) {
                 palitra_bench::fmt_rate(palitra_bench::median(b)).c_str(), palitra_bench::median(ratio));
     std::fflush(stdout);
   }
+  if (!o.systems.empty()) return 0; // a profiling run: no allocation pass
   const double ap = allocs_palitra(url, o), ab = allocs_bound(url, o);
   std::printf("\nglobal allocations per request (sequential keep-alive GETs): palitra::http %.1f, "
               "epoll + curl multi %.1f\n", ap, ab);

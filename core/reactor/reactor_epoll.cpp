@@ -174,10 +174,16 @@ void reactor_epoll::set_interest(io_op& watch, std::uint32_t interest) noexcept 
   ops_.set_interest(watch, interest);
   if (watch.state != io_op_state::pending && watch.state != io_op_state::ready) return;
   io_handle& h = *watch.handle;
-  // Eager, unlike a one-shot's: a level-triggered watch's interest is the
-  // foreign library's statement of what it services now.
-  const std::uint32_t want = io_ops::wanted(h) | (watch.state == io_op_state::ready ? interest : 0);
-  if (want == h.armed) return;
+  // A new bit is armed at once (the library waits on it now); a dropped
+  // one stays armed until a report nobody wants disarms it (poll's lazy
+  // disarm), as for one-shot ops: harvest filters by interest, so nothing
+  // is reported for it meanwhile. curl parks a pooled connection after
+  // every transfer and takes it again for the next: disarming eagerly cost
+  // an epoll_ctl per request for a readable interest that an idle
+  // keep-alive socket never reports.
+  std::uint32_t want = io_ops::wanted(h) | (watch.state == io_op_state::ready ? interest : 0);
+  if ((want & ~h.armed) == 0) return;
+  want |= h.armed;
   if (const auto ec = arm(h, want); ec && watch.state == io_op_state::pending) ops_.failed(watch, ec);
 }
 

@@ -263,11 +263,21 @@ void loop::idle() noexcept {
   if (budget > 0) {
     const bool poll = local_waiters_ == 0 && remote_waiters_ > 0;
     clock::time_point until{};
+    // The pass that led here has just polled I/O: the first round does not.
+    bool polled = true;
     for (;;) {
       if (work_waiting()) return note(true);
-      if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now()) return;
+      // A timer or I/O ending the phase is a miss: the hand-over exists to
+      // catch submissions, and a loop driven by I/O alone (an HTTP client
+      // fanning out, a socket server) spends it in epoll_wait(0) calls.
+      // Its budget then halves to 0 and it sleeps in the reactor at once, as
+      // a plain epoll loop does; the next submission caught within the
+      // ceiling restores it (spin_policy.hpp).
+      if (timer_node* t = timers_.top(); t != nullptr && t->deadline <= clock::now())
+        return note(false);
       // I/O completes during the hand-over too, not up to loop_spin late.
-      if (poll_pass(reactor_) > 0) return;
+      if (!polled && poll_pass(reactor_) > 0) return note(false);
+      polled = false;
       if (poll) {
         for (int i = 0; i < 16 && !work_waiting(); ++i) os_sync::pause(); // ~0.3 µs
       } else {
@@ -301,6 +311,8 @@ void loop::idle() noexcept {
     note(spin_policy::slept_within(
         std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - idle_since).count(),
         loop_spin_.count()));
+  else
+    note(false); // woken by I/O or a timer: the hand-over could not have helped
 }
 
 void loop::begin_stop() noexcept {
