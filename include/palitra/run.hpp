@@ -25,6 +25,10 @@ bool is_runner_alive() noexcept;
 /// one. Idempotent, thread-safe. Throws: reentrancy_error on its loop thread.
 void shutdown_global_runner();
 
+/// As shutdown_global_runner(), gracefully (runner::close(grace)): the
+/// global runner's calls and spawned tasks get up to `grace` to finish.
+void shutdown_global_runner(std::chrono::nanoseconds grace);
+
 /// Closes the global runner when `main` leaves its scope (tokio's
 /// `#[tokio::main]`). Without it the runner is closed by an atexit handler
 /// registered at its first use; function-local statics built after that

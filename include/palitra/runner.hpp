@@ -257,6 +257,22 @@ public:
   /// Throws: reentrancy_error on the loop thread (then it has no effect).
   void close();
 
+  /// Graceful close: stop accepting at once (submit, run, spawn, post
+  /// throw runner_closed_error from here), let the calls and spawned
+  /// tasks already accepted run on for at most `grace`, then close() as
+  /// above: cancel what is left (those calls end with runner_closed_error),
+  /// unwind, join. Returns as soon as everything ended: with nothing in
+  /// flight, at once. Nothing is cancelled during the grace, and
+  /// this_task::cancelled() stays false until it ends.
+  /// A later close() ends the grace at once (it returns after the join, as
+  /// every closer does); a later close(grace) can shorten the grace, never
+  /// lengthen it. A non-positive grace is close().
+  /// Blocks: up to `grace` plus the unwinding.
+  /// Throws: reentrancy_error on the loop thread (then it has no effect).
+  template <class Rep, class Period> void close(std::chrono::duration<Rep, Period> grace) {
+    close_until(detail::deadline_after(grace));
+  }
+
   /// True once close() began (or in a forked child).
   bool closed() const noexcept;
   /// True on this runner's loop thread.
@@ -297,6 +313,7 @@ private:
   }
 
   detail::runner_core* core_;
+  void close_until(std::chrono::steady_clock::time_point grace_end);
 };
 
 template <class T> future<T> runner::submit(task<T> t) {
