@@ -1363,6 +1363,11 @@ TEST_CASE("close with a grace refuses new submissions at once", "[lifecycle][clo
   REQUIRE_THROWS_AS(r.spawn([]() -> palitra::task<void> { co_return; }),
                     palitra::runner_closed_error);
   REQUIRE_THROWS_AS(r.post([] {}), palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(r.start([](palitra::started<>& s) -> palitra::task<void> {
+                      s.set();
+                      co_return;
+                    }),
+                    palitra::runner_closed_error);
   REQUIRE_FALSE(fut.ready());
   release.set_value();
   closer.join(); // returns once the held call ended, long before 20 s

@@ -65,6 +65,18 @@ auto run(F&& f, Args&&... args) {
   return global_runner().run(std::forward<F>(f), std::forward<Args>(args)...);
 }
 
+/// runner::start on the global runner.
+template <class V = detail::deduce_started, class F>
+  requires detail::start_factory<F, detail::start_value_t<V, F>>
+auto start(F&& f) {
+  return global_runner().template start<V>(std::forward<F>(f));
+}
+template <class V = detail::deduce_started, class F, class Rep, class Period>
+  requires detail::start_factory<F, detail::start_value_t<V, F>>
+auto start(F&& f, std::chrono::duration<Rep, Period> timeout) {
+  return global_runner().template start<V>(std::forward<F>(f), timeout);
+}
+
 /// runner::gather on the global runner.
 template <class... A>
   requires detail::gather_args<A...>
