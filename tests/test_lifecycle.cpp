@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -1262,4 +1263,232 @@ TEST_CASE("close: calls that do not unwind are reported after close_warning",
   q.close();
   REQUIRE(reports.load() == 1);
   REQUIRE_THROWS_AS(g.get(), palitra::runner_closed_error);
+}
+
+// ---- close(grace) (DESIGN.md §7): stop accepting at once, let what was
+// accepted run for at most the grace, then close() as usual.
+
+namespace {
+
+/// A task that waits on a std::shared_future in a to_thread job: it ends as
+/// soon as the test releases it, whatever the loop is doing (no timers).
+palitra::task<int> held(std::shared_future<void> release, int v) {
+  auto wait = [release] { release.wait(); }; // named: see to_thread.hpp (g++ 12)
+  co_await palitra::to_thread(wait);
+  co_return v;
+}
+
+} // namespace
+
+TEST_CASE("close with a grace lets calls that finish in time return their values",
+          "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  palitra::runner r;
+  std::atomic<int> saw_cancelled{0};
+  auto sleepy = [&](int v) -> palitra::task<int> {
+    co_await palitra::sleep_for(20ms);
+    if (palitra::this_task::cancelled()) ++saw_cancelled; // E7: not during the grace
+    co_return v;
+  };
+  std::vector<int> got(3, -1);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < 3; ++i)
+    callers.emplace_back([&, i] {
+      try {
+        got[i] = r.run(sleepy, i);
+      } catch (...) {
+        got[i] = -2;
+      }
+    });
+  auto fut = r.submit(sleepy(10));
+  wait_in_flight(r, 4);
+  const auto t0 = steady::now();
+  r.close(5s);
+  const auto took = steady::now() - t0;
+  for (auto& t : callers) t.join();
+  REQUIRE(took < 2s); // the calls ended after ~20 ms: no waiting for the grace
+  for (int i = 0; i < 3; ++i) REQUIRE(got[i] == i);
+  REQUIRE(fut.get() == 10);
+  REQUIRE(saw_cancelled == 0);
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().completed == 4);
+  REQUIRE(r.stats().cancelled == 0);
+}
+
+TEST_CASE("close with a grace cancels what still runs when the grace ends",
+          "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  std::atomic<int> unhandled{0};
+  palitra::runner_options o;
+  o.on_unhandled_error = [&unhandled](std::exception_ptr) { ++unhandled; };
+  palitra::runner r(o);
+  std::atomic<int> outcome{0};
+  std::thread caller([&] {
+    try {
+      (void)r.run(sleep_then(60s, 1));
+      outcome = 1;
+    } catch (const palitra::runner_closed_error&) {
+      outcome = 2;
+    } catch (...) {
+      outcome = 3;
+    }
+  });
+  auto fut = r.submit(sleep_then(60s, 2));
+  r.spawn([]() -> palitra::task<void> { co_await palitra::sleep_for(60s); });
+  wait_in_flight(r, 3);
+  const auto t0 = steady::now();
+  r.close(50ms);
+  const auto took = steady::now() - t0;
+  caller.join();
+  REQUIRE(took >= 50ms);
+  REQUIRE(took < 10s);
+  REQUIRE(outcome == 2);
+  REQUIRE_THROWS_AS(fut.get(), palitra::runner_closed_error);
+  REQUIRE(unhandled == 0); // a spawned task ended by close is not reported
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().cancelled == 3);
+}
+
+TEST_CASE("close with a grace refuses new submissions at once", "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  palitra::runner r;
+  std::promise<void> release;
+  auto fut = r.submit(held(release.get_future().share(), 5));
+  wait_in_flight(r, 1);
+  std::thread closer([&] { r.close(20s); });
+  REQUIRE(eventually([&] { return r.closed(); }));
+  // The grace phase: the held call still runs, and nothing new gets in.
+  REQUIRE_THROWS_AS(r.run(add(1, 2)), palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(r.submit(add(1, 2)), palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(r.spawn([]() -> palitra::task<void> { co_return; }),
+                    palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(r.post([] {}), palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(r.start([](palitra::started<>& s) -> palitra::task<void> {
+                      s.set();
+                      co_return;
+                    }),
+                    palitra::runner_closed_error);
+  REQUIRE_FALSE(fut.ready());
+  release.set_value();
+  closer.join(); // returns once the held call ended, long before 20 s
+  REQUIRE(fut.get() == 5);
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().submitted == 1);
+  REQUIRE(r.stats().completed == 1);
+}
+
+TEST_CASE("close with a grace gives spawned tasks the grace too", "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  std::atomic<int> unhandled{0};
+  palitra::runner_options o;
+  o.on_unhandled_error = [&unhandled](std::exception_ptr) { ++unhandled; };
+  palitra::runner r(o);
+  std::promise<void> release;
+  std::atomic<int> finished{0};
+  r.spawn([&finished, rel = release.get_future().share()]() -> palitra::task<void> {
+    (void)co_await held(rel, 0);
+    co_await palitra::sleep_for(1ms); // timers still run during the grace
+    ++finished;
+  });
+  wait_in_flight(r, 1);
+  std::thread closer([&] { r.close(20s); });
+  REQUIRE(eventually([&] { return r.closed(); }));
+  REQUIRE(finished == 0);
+  release.set_value();
+  closer.join();
+  REQUIRE(finished == 1);
+  REQUIRE(unhandled == 0);
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().completed == 1);
+}
+
+TEST_CASE("close during a close with a grace ends the grace at once",
+          "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  palitra::runner r;
+  auto a = r.submit(sleep_then(60s, 1));
+  auto b = r.submit(sleep_then(60s, 2));
+  wait_in_flight(r, 2);
+  std::atomic<bool> graceful_done{false};
+  std::thread graceful([&] {
+    r.close(60s);
+    graceful_done = true;
+  });
+  REQUIRE(eventually([&] { return r.closed(); }));
+  const auto t0 = steady::now();
+  r.close(); // cancels now, and returns after the join
+  REQUIRE(steady::now() - t0 < 10s);
+  graceful.join();
+  REQUIRE(graceful_done);
+  REQUIRE_THROWS_AS(a.get(), palitra::runner_closed_error);
+  REQUIRE_THROWS_AS(b.get(), palitra::runner_closed_error);
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().cancelled == 2);
+}
+
+TEST_CASE("a later close with a shorter grace shortens the grace", "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  palitra::runner r;
+  auto a = r.submit(sleep_then(60s, 1));
+  wait_in_flight(r, 1);
+  std::thread first([&] { r.close(60s); });
+  REQUIRE(eventually([&] { return r.closed(); }));
+  const auto t0 = steady::now();
+  r.close(50ms);
+  const auto took = steady::now() - t0;
+  first.join();
+  REQUIRE(took >= 50ms);
+  REQUIRE(took < 10s);
+  REQUIRE_THROWS_AS(a.get(), palitra::runner_closed_error);
+  palitra_test::require_quiet(r.stats());
+}
+
+TEST_CASE("close with a grace on an idle runner returns at once", "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  const int fds_before = palitra_test::open_fds();
+  {
+    palitra::runner r;
+    REQUIRE(r.run(add(2, 3)) == 5);
+    const auto t0 = steady::now();
+    r.close(60s);
+    REQUIRE(steady::now() - t0 < 2s);
+    REQUIRE(r.closed());
+    r.close(60s); // idempotent
+    r.close();
+    palitra_test::require_quiet(r.stats());
+  }
+  REQUIRE(palitra_test::fds_settled(fds_before) == fds_before);
+}
+
+TEST_CASE("a CPU-bound task sees this_task::cancelled only when the grace ends",
+          "[lifecycle][close][grace]") {
+  watchdog w(30s);
+  palitra::runner r;
+  std::atomic<bool> spinning{false};
+  std::atomic<std::int64_t> close_began{0};
+  auto spin = [&]() -> palitra::task<std::int64_t> {
+    spinning = true;
+    // Holds the loop: neither the grace timer nor a cancellation can be
+    // delivered, so only cancelled()'s own reading of the deadline (E7) ends it.
+    while (!palitra::this_task::cancelled()) std::this_thread::yield();
+    co_return steady::now().time_since_epoch().count();
+  };
+  auto fut = r.submit(spin());
+  REQUIRE(eventually([&] { return spinning.load(); }));
+  close_began = steady::now().time_since_epoch().count();
+  r.close(50ms);
+  const std::int64_t saw = fut.get(); // it ended by itself, with a value
+  REQUIRE(steady::duration(saw - close_began.load()) >= 50ms);
+  palitra_test::require_quiet(r.stats());
+  REQUIRE(r.stats().completed == 1);
+}
+
+TEST_CASE("shutdown_global_runner with a grace lets a call finish", "[lifecycle][global][grace]") {
+  watchdog w(30s);
+  auto fut = palitra::global_runner().submit(sleep_then(20ms, 9));
+  const auto t0 = steady::now();
+  palitra::shutdown_global_runner(5s);
+  REQUIRE(steady::now() - t0 < 2s);
+  REQUIRE(fut.get() == 9);
+  REQUIRE_FALSE(palitra::is_runner_alive());
 }

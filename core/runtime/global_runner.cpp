@@ -119,4 +119,9 @@ void shutdown_global_runner() {
   if (r != nullptr) r->close();
 }
 
+void shutdown_global_runner(std::chrono::nanoseconds grace) {
+  runner* r = state().current.load(std::memory_order_acquire); // as global_runner()
+  if (r != nullptr) r->close(grace);
+}
+
 } // namespace palitra

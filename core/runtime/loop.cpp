@@ -10,15 +10,31 @@
 // ready, idle (hand-over phase, then W1 and a reactor wait).
 //
 // ---------------------------------------------------------------------------
-// Protocol: the stop sequence (phases named here, derived from stopping_,
-// the registry and the gate rather than stored; every step on the loop
-// thread).
-//   running   -> stopping  a pass sees the gate left running (S1 by close()
-//                          or abandon()): begin_stop() sets stopping_,
-//                          cancels every running call (end_reason close),
-//                          and arms the slow-close report (close_warning).
-//                          Calls popped from now on are rejected at accept
-//                          (call.hpp queued -> ended), never started.
+// Protocol: the stop sequence (phases named here, derived from grace_,
+// stopping_, the registry and the gate rather than stored; every step on the
+// loop thread).
+//   running   -> grace     a pass sees the gate left running (S1) and
+//                          grace_until_ still ahead (close(grace)):
+//                          enter_stop() sets grace_ and arms grace_timer_ at
+//                          grace_until_. Nothing is cancelled, and calls
+//                          popped now (accepted by G1 before S1) still
+//                          start: they are in flight too (E6).
+//   running   -> stopping  a pass sees the gate left running with no grace
+//                          (close(), abandon(), or a grace already over):
+//                          begin_stop() sets stopping_, cancels every
+//                          running call (end_reason close), and arms the
+//                          slow-close report (close_warning). Calls popped
+//                          from now on are rejected at accept (call.hpp
+//                          queued -> ended), never started.
+//   grace     -> stopping  end_grace() (erases grace_timer_, E8), then
+//                          begin_stop() as above, at the first of:
+//                          grace_timer_ fires; a grace notice is popped and
+//                          grace_until_ has passed (a close() during the
+//                          grace: E5; an earlier deadline only re-arms the
+//                          timer); a pass ends with the registry and the
+//                          ready queue empty, no producer inside the gate
+//                          and the queue empty (nothing left to wait for,
+//                          so an idle close(grace) does not sleep).
 //   stopping  -> draining  the registry and the ready queue are empty: every
 //                          accepted call was published or freed (C1), and
 //                          no to_thread completion is owed (blocking_job.hpp,
@@ -42,11 +58,32 @@
 //      so nothing writes it after exited; close() releases the reactor then.
 //   E4 a forked child never runs a pass: resume() leaves at once when the
 //      fork generation changed (leave_forked_child).
+//   E5 grace_until_ is written by closers only, under request_stop's CASes:
+//      the first closer moves it grace_none -> its deadline and then makes
+//      S1; a later closer only lowers it (close() lowers it to
+//      grace_expired) and then pushes its grace notice through G1''
+//      (submission.hpp). S1's release and the notice's push publish it. So
+//      the grace in effect is the earliest deadline any closer asked for,
+//      and a close() during a grace ends it at the notice's pop.
+//   E6 in grace the loop neither cancels nor rejects: the gate refuses new
+//      submissions (S1), everything accepted runs on, and each pass checks
+//      whether anything is left to wait for. A producer between G1 and G3
+//      counts (the loop yields and goes round): its call starts in grace.
+//   E7 this_task::cancelled() (cancelling()) needs no step of the loop: it
+//      is true once stopping_ is set, or once the gate left running and
+//      grace_until_ has passed; so a CPU-bound task sees close() at once,
+//      as before, and sees nothing during a grace that is still running.
+//   E8 grace_timer_ is armed only in grace; every way out of grace erases
+//      it, so E2's "no timer armed" holds at exit.
 // Model: stress/model/palitra.pml, process Loop (TAKE_ALL, REJECT_BATCH,
-// END_CALL, idle W1-W3, S2, final drain).
+// END_CALL, idle W1-W3, S2, final drain). The grace phase is not modelled:
+// it delays begin_stop by passes that run as in running (E6) and changes
+// neither S1 nor S2; its one new gate entry, G1'', is G1 with a wider state
+// check (submission.hpp), and the model's S2 already waits for any count.
 // ---------------------------------------------------------------------------
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 
 #include <palitra/config.hpp>
@@ -78,7 +115,7 @@ void schedule(loop& l, ready_item& item) noexcept { l.schedule(item); }
 void add_timer(loop& l, timer_node& t) { l.add_timer(t); }
 void remove_timer(loop& l, timer_node& t) noexcept { l.remove_timer(t); }
 
-bool loop_stopping() noexcept { return tl_loop != nullptr && !tl_loop->accepting(); }
+bool loop_stopping() noexcept { return tl_loop != nullptr && tl_loop->cancelling(); }
 
 loop& require_loop(const char* what) {
   if (tl_loop == nullptr)
@@ -246,7 +283,7 @@ void loop::idle() noexcept {
     return d.count() <= 0 ? 0 : std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
   };
   auto work_waiting = [this] {
-    return !sub_.queue_empty_hint() || (!stopping_ && !accepting());
+    return !sub_.queue_empty_hint() || (!grace_ && !stopping_ && !accepting());
   };
   // relaxed: the loop is this budget's only writer.
   const std::int64_t budget = loop_budget_.load(std::memory_order_relaxed);
@@ -296,7 +333,7 @@ void loop::idle() noexcept {
   }
   if (idle_since == clock::time_point{}) idle_since = clock::now();
   mark_away(); // before W1: a caller that sees 0 stops spinning
-  if (!sub_.arm_for_sleep(stopping_)) return note(true); // W1
+  if (!sub_.arm_for_sleep(grace_ || stopping_)) return note(true); // W1
   std::int64_t sleep_ns = next_deadline();
   // A queue whose W1 re-check is approximate bounds the sleep (only the
   // bench's moodycamel ablation: bench/ablation/mc_queue.hpp I2).
@@ -313,6 +350,89 @@ void loop::idle() noexcept {
         loop_spin_.count()));
   else
     note(false); // woken by I/O or a timer: the hand-over could not have helped
+}
+
+static_assert(std::is_signed_v<clock::rep> && sizeof(clock::rep) <= sizeof(std::int64_t),
+              "grace_until_ holds steady_clock ticks in an int64");
+
+void loop::request_stop(std::int64_t until, grace_notice& notice) noexcept {
+  if (until <= grace_expired) until = grace_expired; // a deadline is never grace_none
+  std::int64_t seen = grace_none;
+  // E5, relaxed: the first closer's value is published by its S1 (release,
+  // to the loop's acquire read of the gate); a later closer's by its push.
+  if (grace_until_.compare_exchange_strong(seen, until, std::memory_order_relaxed,
+                                           std::memory_order_relaxed)) {
+    sub_.request_stop(waker{this}); // S1 (fails only after an abandon(): nothing to add)
+    return;
+  }
+  // A later closer (E5): lower, never raise. relaxed: as above.
+  bool lowered = false;
+  while (until < seen) {
+    if (grace_until_.compare_exchange_weak(seen, until, std::memory_order_relaxed,
+                                           std::memory_order_relaxed)) {
+      lowered = true;
+      break;
+    }
+  }
+  // Refused once stopped: the loop is past the grace, nothing to tell it.
+  if (lowered) (void)sub_.submit_unless_stopped(notice, waker{this}); // G1''
+}
+
+bool loop::cancelling() const noexcept {
+  if (stopping_) return true;
+  if (accepting()) return false;
+  // E7, relaxed: the acquire in accepting() ordered the first closer's
+  // write; a later closer's lowering may be seen late, as its notice is.
+  return grace_until_.load(std::memory_order_relaxed) <=
+         clock::now().time_since_epoch().count();
+}
+
+void loop::dispatch_grace_notice(queue_node*, loop& l) noexcept { l.regrace(); }
+
+void loop::on_grace_end(void* ctx) noexcept { static_cast<loop*>(ctx)->end_grace(); }
+
+void loop::enter_stop() noexcept {
+  // relaxed: see cancelling() (this runs right after a pass saw S1).
+  const std::int64_t until = grace_until_.load(std::memory_order_relaxed);
+  const auto now = clock::now();
+  if (until > now.time_since_epoch().count()) { // running -> grace
+    grace_timer_.deadline = clock::time_point(clock::duration(until));
+    grace_timer_.fire = &on_grace_end;
+    grace_timer_.ctx = this;
+    try {
+      timers_.push(grace_timer_);
+      grace_ = true;
+      return;
+    } catch (...) {
+      // No memory for the timer: the grace could not end on time, so there
+      // is none; close as close() does.
+    }
+  }
+  begin_stop(); // running -> stopping
+}
+
+void loop::regrace() noexcept {
+  // Not in grace: either the loop has not looked at S1 yet (enter_stop reads
+  // grace_until_ then) or the grace is over. relaxed: the notice's pop
+  // ordered the closer's write.
+  if (!grace_) return;
+  const std::int64_t until = grace_until_.load(std::memory_order_relaxed);
+  if (until <= clock::now().time_since_epoch().count()) return end_grace();
+  const auto d = clock::time_point(clock::duration(until));
+  if (d >= grace_timer_.deadline) return;
+  timers_.erase(grace_timer_);
+  grace_timer_.deadline = d;
+  try {
+    timers_.push(grace_timer_); // the slot it just left: no allocation in practice
+  } catch (...) {
+    end_grace(); // cannot wait for the earlier deadline: end the grace now
+  }
+}
+
+void loop::end_grace() noexcept {
+  grace_ = false;
+  timers_.erase(grace_timer_); // E8 (a no-op when it fired)
+  begin_stop(); // grace -> stopping
 }
 
 void loop::begin_stop() noexcept {
@@ -356,7 +476,7 @@ void loop::run(std::uint32_t born) noexcept {
   for (;;) {
     bump(iterations_);
     mark_running(); // cross-CPU spin: the CPU may have changed (a preemption)
-    if (!stopping_ && !accepting()) begin_stop(); // running -> stopping
+    if (!grace_ && !stopping_ && !accepting()) enter_stop(); // running -> grace | stopping
     drain_queue();
     run_ready();
     fire_timers();
@@ -367,6 +487,15 @@ void loop::run(std::uint32_t born) noexcept {
     // (run_ready runs everything ready when it began; tokio's
     // event_interval = 61 counts single tasks, a pass here is many).
     poll_pass(reactor_);
+    if (grace_ && registry_ == nullptr && ready_head_ == nullptr) { // nothing left to wait for?
+      if (sub_.producers() == 0 && sub_.queue_empty()) {
+        end_grace(); // grace -> stopping, and on to draining below
+      } else {
+        mark_away();
+        platform::yield_cpu(); // E6: a producer between G1 and G3; its call gets the grace
+        continue;
+      }
+    }
     if (stopping_ && registry_ == nullptr && ready_head_ == nullptr &&
         blocking_owed_ == 0) { // draining
       if (try_finish_stop()) break; // stopped -> exited

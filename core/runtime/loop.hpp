@@ -44,8 +44,29 @@ public:
   bool submit(queue_node& n) noexcept { return sub_.submit(n, waker{this}); }
   /// G1'..G3: push regardless of the state (future cancel nodes).
   void submit_always(queue_node& n) noexcept { sub_.submit_always(n, waker{this}); }
-  /// S1. true for the call that moved running -> stopping.
+  /// S1 with no grace (abandon()). true for the call that moved running ->
+  /// stopping.
   bool request_stop() noexcept { return sub_.request_stop(waker{this}); }
+
+  /// grace_until_'s values besides a deadline (steady_clock ticks): no close
+  /// requested yet, and a close with no grace (a deadline long past).
+  static constexpr std::int64_t grace_none = 0;
+  static constexpr std::int64_t grace_expired = 1;
+  /// A later closer's notice that it lowered the grace (loop.cpp E5). It
+  /// lives on the closer's stack until the join: the closer pushed it
+  /// through G1'', so the final drain pops it before the loop exits.
+  struct grace_notice : queue_node {
+    grace_notice() noexcept { dispatch = &loop::dispatch_grace_notice; }
+  };
+  /// A closer, any thread: S1 with a grace that ends at `until` (steady_clock
+  /// ticks; grace_expired: none). The first closer sets the grace and makes
+  /// S1; a later one lowers it to `until` if that is earlier and pushes
+  /// `notice` (E5). Either way, return and join.
+  void request_stop(std::int64_t until, grace_notice& notice) noexcept;
+  /// Loop thread: the stop sequence has begun cancelling (stopping), or will
+  /// at the loop's next look (the gate left running with no grace, or a grace
+  /// whose deadline passed): what this_task::cancelled() reports (E7).
+  bool cancelling() const noexcept;
   bool accepting() const noexcept { return sub_.accepting(); }
   runner_stats stats() const noexcept;
   /// Loop thread: the registry as call_infos.
@@ -91,10 +112,12 @@ public:
 
   static void dispatch_root(queue_node* n, loop& l) noexcept;
   static void dispatch_cancel(queue_node* n, loop& l) noexcept;
+  static void dispatch_grace_notice(queue_node* n, loop& l) noexcept;
 
 private:
   static void on_root_timeout(void* ctx) noexcept;
   static void on_slow_close(void* ctx) noexcept;
+  static void on_grace_end(void* ctx) noexcept;
 
   struct waker {
     loop* self;
@@ -111,6 +134,9 @@ private:
   void run_ready() noexcept;
   void fire_timers() noexcept;
   void idle() noexcept;
+  void enter_stop() noexcept;
+  void end_grace() noexcept;
+  void regrace() noexcept;
   void begin_stop() noexcept;
   void mark_running() noexcept;
   void mark_away() noexcept;
@@ -155,6 +181,7 @@ private:
   std::size_t awaiting_cancel_ = 0;
   std::size_t blocking_owed_ = 0; // to_thread completions owed (blocking_job.hpp, B2)
   bool stopping_ = false;
+  bool grace_ = false; // in the grace phase (loop.cpp): gate stopping, nothing cancelled yet
   std::uint32_t born_ = 0; // fork generation of the runner (leave_forked_child)
   std::uint32_t cpu_ = 0;        // the loop's CPU tag as of its last mark_running()
   std::uint32_t advertised_ = 0; // what it last stored in hints_.presence
@@ -173,6 +200,11 @@ private:
   std::function<void(const std::vector<call_info>&)> on_slow_close_;
   thread_pool pool_;
   timer_node slow_close_timer_; // armed by begin_stop when calls are in flight
+  timer_node grace_timer_;      // armed only in the grace phase (E8)
+  // When the grace ends, in steady_clock ticks (E5): written by closers
+  // only, read by the loop at its look at S1 and at each grace notice, and
+  // by this_task::cancelled() (E7).
+  std::atomic<std::int64_t> grace_until_{grace_none};
   std::chrono::steady_clock::time_point drain_time_{}; // of the current batch
 };
 

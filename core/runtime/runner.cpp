@@ -80,12 +80,13 @@ runner_core::~runner_core() {
   }
 }
 
-void runner_core::close() {
+void runner_core::close(std::int64_t grace_until) {
   if (inherited()) return; // the thread is the parent's; nothing to join
   if (tl_core == this)
     throw reentrancy_error("palitra::runner::close: called on the runner's own loop thread, "
                            "which cannot join itself; call it from another thread");
-  loop_.request_stop();
+  loop::grace_notice notice; // L4: popped before the join below returns
+  loop_.request_stop(grace_until, notice);
   std::lock_guard<std::mutex> g(join_mutex_); // L2
   if (!joined_ && !abandoned_ && thread_.joinable()) {
     thread_.join();
@@ -144,6 +145,10 @@ runner::~runner() {
 }
 
 void runner::close() { core_->close(); }
+
+void runner::close_until(std::chrono::steady_clock::time_point grace_end) {
+  core_->close(static_cast<std::int64_t>(grace_end.time_since_epoch().count()));
+}
 
 bool runner::closed() const noexcept { return core_->closed(); }
 

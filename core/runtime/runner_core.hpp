@@ -7,10 +7,15 @@
 //   starting  -> running   constructor: the loop thread stores started_ (L1)
 //                          and the constructor returns only after seeing it.
 //   running   -> closing   request_stop() (S1, submission.hpp), any thread:
-//                          close(), abandon(), or the global runner's exit
-//                          handler. From here every submission is refused
-//                          and the loop cancels every call (loop.cpp, stop
-//                          sequence).
+//                          close(), close(grace), abandon(), or the global
+//                          runner's exit handler. From here every
+//                          submission is refused and the loop cancels every
+//                          call (loop.cpp, stop sequence), at once or, after
+//                          close(grace), when the grace ends (loop.cpp
+//                          grace, E5-E8).
+//   closing   -> closing   a later close() or close(grace) lowers the grace
+//                          (never raises it) and tells the loop (L4), then
+//                          joins like the first.
 //   closing   -> joined    close(), under join_mutex_: joins the thread (the
 //                          loop passed S2 and its final drain, so no call is
 //                          left and no code of any call runs any more), joins
@@ -32,6 +37,10 @@
 //      written under join_mutex_, so a close() racing an abandon() sees one.
 //   L3 A runner's id_ is unique in the process and never reused; checks
 //      that must survive the runner (reentrancy) compare ids, not addresses.
+//   L4 Every closer's grace notice lives on its own stack until its close()
+//      returns, which is after the join: the notice went through G1'', so the
+//      loop popped it before it exited. (After an abandon() the loop never
+//      runs again and nothing reads the queue that may still hold it.)
 // ---------------------------------------------------------------------------
 #pragma once
 
@@ -57,7 +66,9 @@ public:
   std::uint32_t born() const noexcept { return born_; }
   std::uint64_t id() const noexcept { return id_; }
   bool closed() const noexcept { return inherited() || !loop_.accepting(); }
-  void close();
+  /// close() with a grace that ends at `grace_until` (steady_clock ticks;
+  /// loop::grace_expired: none, as close()).
+  void close(std::int64_t grace_until = loop::grace_expired);
   /// exit() on the loop thread itself: stop accepting, do not join.
   void abandon() noexcept;
 

@@ -30,6 +30,14 @@
 //   G1' (future cancel nodes): fetch_add without the state check; the op it
 //      cancels is still in flight, so the loop cannot pass S2 before the
 //      node is popped (call.hpp, C2), and the final drain waits for the count.
+//   G1'' (a closer's grace notice, loop.cpp E5): G1 whose state check also
+//      admits stopping: the push is refused only once stopped. The same
+//      modification-order argument as G1 keeps it safe: an add before S2
+//      holds S2 off until its G3 (the loop is alive, the wake fd open, and
+//      the final drain pops the node); an add after S2 sees stopped and
+//      backs off untouched. S1 and S2 are unchanged by it, and so is the
+//      spin model (stress/model/palitra.pml), whose Caller G1 covers it but
+//      for the wider predicate: one push per closer, so no retry storm.
 // Invariants: I1 no push after the final drain. I2 no wake-fd write after
 // the loop thread exited (every writer is a counted producer). I3 a
 // submission accepted by G1 ends exactly once (started or rejected).
@@ -82,17 +90,7 @@ public:
     // passing (libuv's uv_async_send reads `pending` first for the same
     // reason). Only a hint: G1 decides.
     if ((gate_.load(std::memory_order_relaxed) & gate_state_mask) != gate_running) return false;
-    // G1, acquire: see Protocol 1.
-    const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
-    if ((g & gate_state_mask) != gate_running) {
-      // relaxed: we touched nothing; the count only has to come back down.
-      gate_.fetch_sub(gate_one, std::memory_order_relaxed);
-      return false;
-    }
-    queue_.push(&n);  // G2 / Q1
-    wake_if_armed(wake);  // W2
-    gate_.fetch_sub(gate_one, std::memory_order_release); // G3
-    return true;
+    return enter_and_push(n, wake, gate_running);
   }
 
   /// G1'..G3: push whatever the state (future cancel nodes).
@@ -101,6 +99,13 @@ public:
     queue_.push(&n);
     wake_if_armed(wake);
     gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+  }
+
+  /// G1''..G3: push unless stopped (a closer's grace notice, loop.cpp E5).
+  /// false once stopped (nothing was pushed: the stop sequence is past the
+  /// grace phase, so there is nothing left to notify).
+  template <class Wake> bool submit_unless_stopped(queue_node& n, Wake&& wake) noexcept {
+    return enter_and_push(n, wake, gate_stopping);
   }
 
   /// S1. true for the call that moved running -> stopping.
@@ -174,6 +179,23 @@ public:
   }
 
 private:
+  /// G1 (latest == gate_running) or G1'' (latest == gate_stopping): enter
+  /// the gate if its state is at most `latest`, then G2, W2, G3.
+  template <class Wake>
+  bool enter_and_push(queue_node& n, Wake& wake, std::uint64_t latest) noexcept {
+    // G1 / G1'', acquire: see Protocol 1.
+    const std::uint64_t g = gate_.fetch_add(gate_one, std::memory_order_acquire);
+    if ((g & gate_state_mask) > latest) {
+      // relaxed: we touched nothing; the count only has to come back down.
+      gate_.fetch_sub(gate_one, std::memory_order_relaxed);
+      return false;
+    }
+    queue_.push(&n);  // G2 / Q1
+    wake_if_armed(wake);  // W2
+    gate_.fetch_sub(gate_one, std::memory_order_release); // G3
+    return true;
+  }
+
   template <class Wake> void wake_if_armed(Wake& wake) noexcept {
     // W2: the seq_cst load is the load half of the Dekker pair with W1.
     if (armed_.load(std::memory_order_seq_cst) != 0 &&

@@ -11,6 +11,7 @@
 #include <palitra/outcome.hpp>
 #include <palitra/run.hpp>
 #include <palitra/runner.hpp>
+#include <palitra/started.hpp>
 #include <palitra/sync.hpp>
 #include <palitra/task.hpp>
 #include <palitra/time.hpp>

@@ -25,6 +25,10 @@ bool is_runner_alive() noexcept;
 /// one. Idempotent, thread-safe. Throws: reentrancy_error on its loop thread.
 void shutdown_global_runner();
 
+/// As shutdown_global_runner(), gracefully (runner::close(grace)): the
+/// global runner's calls and spawned tasks get up to `grace` to finish.
+void shutdown_global_runner(std::chrono::nanoseconds grace);
+
 /// Closes the global runner when `main` leaves its scope (tokio's
 /// `#[tokio::main]`). Without it the runner is closed by an atexit handler
 /// registered at its first use; function-local statics built after that
@@ -59,6 +63,18 @@ template <class F, class... Args>
   requires detail::task_factory<F, Args...>
 auto run(F&& f, Args&&... args) {
   return global_runner().run(std::forward<F>(f), std::forward<Args>(args)...);
+}
+
+/// runner::start on the global runner.
+template <class V = detail::deduce_started, class F>
+  requires detail::start_factory<F, detail::start_value_t<V, F>>
+auto start(F&& f) {
+  return global_runner().template start<V>(std::forward<F>(f));
+}
+template <class V = detail::deduce_started, class F, class Rep, class Period>
+  requires detail::start_factory<F, detail::start_value_t<V, F>>
+auto start(F&& f, std::chrono::duration<Rep, Period> timeout) {
+  return global_runner().template start<V>(std::forward<F>(f), timeout);
 }
 
 /// runner::gather on the global runner.

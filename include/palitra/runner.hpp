@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 #include <thread>
@@ -21,6 +22,7 @@
 #include <palitra/error.hpp>
 #include <palitra/future.hpp>
 #include <palitra/outcome.hpp>
+#include <palitra/started.hpp>
 #include <palitra/task.hpp>
 #include <palitra/when.hpp>
 
@@ -214,7 +216,41 @@ public:
 
   /// Start `t` on the loop without blocking (run_coroutine_threadsafe).
   /// Throws: runner_closed_error when closed or closing (nothing runs).
-  template <class T> future<T> submit(task<T> t);
+  template <class T> future<T> submit(task<T> t) {
+    return submit_as(std::move(t), "palitra::runner::submit");
+  }
+
+  /// Start a loop service and wait until it is ready (anyio's start_task):
+  /// `f(started<V>&)` returns a task<T>; it runs as if submitted, and start
+  /// returns once the task called `set(v)`: the task's future (it runs on)
+  /// and v. V is deduced from f's parameter `started<V>&`, or given:
+  /// `r.start<int>(f)`. With V = void, the result has only `.future`.
+  /// The callable is moved into the root frame (as run(f) does), and so is
+  /// the handle, so both live as long as the task.
+  /// Blocks: until set() or the task's end.
+  /// Throws: if the task ended before set(), its exception (runner_closed_error
+  /// if close() cancelled it), or palitra::error if it ended with a value;
+  /// runner_closed_error when closed or closing (nothing runs);
+  /// reentrancy_error on the loop thread.
+  /// Lifetime: the future is a submit()'s: destroying it unread cancels the
+  /// task and waits until its frame is gone.
+  template <class V = detail::deduce_started, class F>
+    requires detail::start_factory<F, detail::start_value_t<V, F>>
+  auto start(F&& f) {
+    return start_impl<detail::start_value_t<V, F>>(std::forward<F>(f), nullptr,
+                                                   "palitra::runner::start");
+  }
+
+  /// As start(f); if set() has not come by `timeout`, the task is cancelled
+  /// and awaited until its frame is gone, then timeout_error is thrown. A
+  /// non-positive timeout still starts the task.
+  template <class V = detail::deduce_started, class F, class Rep, class Period>
+    requires detail::start_factory<F, detail::start_value_t<V, F>>
+  auto start(F&& f, std::chrono::duration<Rep, Period> timeout) {
+    const auto d = detail::deadline_after(timeout);
+    return start_impl<detail::start_value_t<V, F>>(std::forward<F>(f), &d,
+                                                   "palitra::runner::start(timeout)");
+  }
 
   /// Fire and forget. An escaping exception goes to on_unhandled_error;
   /// close() cancels and awaits spawned tasks (and does not report those).
@@ -257,6 +293,22 @@ public:
   /// Throws: reentrancy_error on the loop thread (then it has no effect).
   void close();
 
+  /// Graceful close: stop accepting at once (submit, run, spawn, post,
+  /// start throw runner_closed_error from here), let the calls and spawned
+  /// tasks already accepted run on for at most `grace`, then close() as
+  /// above: cancel what is left (those calls end with runner_closed_error),
+  /// unwind, join. Returns as soon as everything ended: with nothing in
+  /// flight, at once. Nothing is cancelled during the grace, and
+  /// this_task::cancelled() stays false until it ends.
+  /// A later close() ends the grace at once (it returns after the join, as
+  /// every closer does); a later close(grace) can shorten the grace, never
+  /// lengthen it. A non-positive grace is close().
+  /// Blocks: up to `grace` plus the unwinding.
+  /// Throws: reentrancy_error on the loop thread (then it has no effect).
+  template <class Rep, class Period> void close(std::chrono::duration<Rep, Period> grace) {
+    close_until(detail::deadline_after(grace));
+  }
+
   /// True once close() began (or in a forked child).
   bool closed() const noexcept;
   /// True on this runner's loop thread.
@@ -296,11 +348,52 @@ private:
     return c.take(what);
   }
 
+  template <class V, class F>
+  auto start_impl(F&& f, const std::chrono::steady_clock::time_point* deadline,
+                  const char* what) {
+    using T = typename detail::task_result<
+        std::invoke_result_t<std::decay_t<F>&, started<V>&>>::type;
+    using phase = typename detail::start_state<V>::phase;
+    // Before anything runs: as run() refuses a blocking call on the loop.
+    detail::check_blocking_wait(detail::call_wait_ref(*core_), what);
+    auto st = std::make_shared<detail::start_state<V>>();
+    future<T> fut = submit_as(detail::start_root<V, std::decay_t<F>>(
+                                  std::forward<F>(f), detail::start_end_notice<V>(st)),
+                              what);
+    // From here touch only fut and st: a close() may end the task and a
+    // later ~runner destroy this runner while we wait (as in submit).
+    std::unique_lock<std::mutex> lk(st->m);
+    const auto signalled = [&] { return st->ph != phase::pending; };
+    if (deadline == nullptr) {
+      st->cv.wait(lk, signalled);
+    } else if (!st->cv.wait_until(lk, *deadline, signalled)) {
+      lk.unlock();
+      { future<T> gone = std::move(fut); } // cancels, waits until the frame is gone
+      throw timeout_error(std::string(what) + ": the task did not call set() in time");
+    }
+    if (st->ph == phase::set) {
+      if constexpr (std::is_void_v<V>) {
+        return started_result<T, V>{std::move(fut)};
+      } else {
+        return started_result<T, V>{std::move(fut), std::move(*st->value)};
+      }
+    }
+    lk.unlock();
+    // Ended first: its frame is gone already (the end is its destruction),
+    // so get() waits only for the publish.
+    (void)fut.get(); // its exception, or runner_closed_error if close() ended it
+    throw error(std::string(what) +
+                ": the task returned without calling set(); call set() once it is ready");
+  }
+
+  template <class T> future<T> submit_as(task<T> t, const char* what);
+
   detail::runner_core* core_;
+  void close_until(std::chrono::steady_clock::time_point grace_end);
 };
 
-template <class T> future<T> runner::submit(task<T> t) {
-  check_task(t, "palitra::runner::submit");
+template <class T> future<T> runner::submit_as(task<T> t, const char* what) {
+  check_task(t, what);
   auto* op = new detail::heap_call<T>(std::move(t), detail::call_mode::future);
   // Everything the future needs is read before the push: once pushed, the
   // call may be published and this runner destroyed (close() then ~runner)
@@ -308,7 +401,7 @@ template <class T> future<T> runner::submit(task<T> t) {
   detail::runner_core* const c = core_;
   const detail::wait_ref w = detail::call_wait_ref(*c);
   try {
-    detail::call_submit(*c, *op, "palitra::runner::submit");
+    detail::call_submit(*c, *op, what);
   } catch (...) {
     delete op;
     throw;
