@@ -105,8 +105,8 @@ int main(int argc, char** argv) {
                  sig.load() == SIGINT ? "SIGINT" : "SIGTERM",
                  static_cast<unsigned long long>(server.upstream_connections_opened()));
   } // the server's http::client goes here, on this thread, its loop still running
-  // TODO(#10 runner::close(grace)): palitra::global_runner().close(2s) once it lands.
-  palitra::shutdown_global_runner();
+  // Graceful: calls still in flight get up to 2 s, then close() cancels them.
+  palitra::shutdown_global_runner(std::chrono::seconds(2));
   builtin.reset();
   return 0;
 }

@@ -27,10 +27,16 @@ public:
   /// runner. Thread: any sync thread. Throws: io_error (address_in_use, ...).
   explicit upstream(std::chrono::milliseconds delay = std::chrono::milliseconds(20),
                     std::uint16_t port = 0)
-      : delay_(delay), listener_(palitra::net::tcp_listener::bind("127.0.0.1", port)),
-        port_(listener_.port()) {
-    // TODO(#10 runner::start): bind inside r_.start(...) and return once it accepts.
-    r_.spawn(accept_loop());
+      : delay_(delay) {
+    // runner::start: the listener is bound on the loop, and the constructor
+    // returns once it accepts (or rethrows the bind's io_error).
+    auto started = r_.start([this, port](palitra::started<std::uint16_t>& ready) -> palitra::task<void> {
+      listener_ = palitra::net::tcp_listener::bind("127.0.0.1", port);
+      ready.set(listener_.port());
+      co_await accept_loop();
+    });
+    serving_ = std::move(started.future);
+    port_ = started.value;
   }
   /// Cancels the accept loop and every connection, closes their sockets.
   ~upstream() { r_.close(); }
@@ -95,8 +101,9 @@ private:
 
   std::chrono::milliseconds delay_;
   palitra::runner r_;
-  palitra::net::tcp_listener listener_; // the loop's once r_ accepts on it
-  std::uint16_t port_;
+  palitra::net::tcp_listener listener_; // bound on r_'s loop (runner::start)
+  std::uint16_t port_ = 0;
+  palitra::future<void> serving_; // the accept loop; close() in ~upstream ends it
   std::atomic<std::uint64_t> accepted_{0};
 };
 

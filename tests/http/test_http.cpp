@@ -278,7 +278,12 @@ TEST_CASE("http: a static client used through palitra::run is destroyed cleanly 
           "[http]") {
 #if defined(PALITRA_TSAN)
   WARN("skipped under ThreadSanitizer: a child of a multi-threaded fork() that starts threads "
-       "is killed by TSan (die_after_fork); the dev and asan lanes run it");
+       "is killed by TSan (die_after_fork); the dev lane runs it");
+  return;
+#elif defined(PALITRA_ASAN)
+  WARN("skipped under AddressSanitizer: LeakSanitizer's end-of-process check in a child of a "
+       "multi-threaded fork() reports what the parent's other threads held (OpenSSL's state, "
+       "904 bytes) as leaked, and exits 1; the dev lane runs it");
   return;
 #endif
   with_upstream(0ms, [](upstream& up, palitra::runner&) {
