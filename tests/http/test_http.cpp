@@ -338,3 +338,26 @@ TEST_CASE("http: a first fan-out over HTTP/1.1 opens one connection per request 
     REQUIRE(up.accepted() == 5);
   });
 }
+
+TEST_CASE("http: a fan-out with one upstream reset mid-body fails as a whole and the client goes on",
+          "[http]") {
+  // The sync server's handler (examples/sync_server) turns this io_error
+  // into its 502; here: the error, the siblings cancelled, nothing stuck.
+  with_upstream(50ms, [](upstream& up, palitra::runner& r) {
+    http::client c;
+    auto fan = [&]() -> task<std::string> {
+      auto [a, b, d] = co_await palitra::when_all(c.get(up.url("/comments/1")),
+                                                  c.get(up.url("/reset/comments/2")),
+                                                  c.get(up.url("/comments/3")));
+      co_return a.body + b.body + d.body;
+    };
+    try {
+      (void)r.run(fan());
+      FAIL("the fan-out returned");
+    } catch (const palitra::io_error& e) {
+      REQUIRE(&e.code().category() == &http::error_category());
+    }
+    REQUIRE(c.stats().in_flight == 0); // the two slow siblings were cancelled
+    REQUIRE(r.run(c.get(up.url("/comments/4"))).status == 200);
+  });
+}

@@ -6,7 +6,7 @@
 //                   X-Echo-<name> response headers
 //   /slow           200 after 2 s (a timeout test's upstream)
 //   /big?N          200, N bytes
-//   /reset          starts a 100-byte body, sends 10 bytes, resets
+//   /reset...       starts a 100-byte body, sends 10 bytes, resets
 //   /malformed      a response that is not HTTP
 //   /redirect       302 to /comments/1
 //   /status/N       status N, body "status N"
@@ -124,7 +124,7 @@ private:
           out = reply(200, "{\"slow\":true}");
         } else if (path.rfind("/big?", 0) == 0) {
           out = reply(200, std::string(std::strtoul(path.c_str() + 5, nullptr, 10), 'b'));
-        } else if (path == "/reset") {
+        } else if (path.rfind("/reset", 0) == 0) { // /reset and /reset/anything
           const std::string part = "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789";
           co_await s.write_all(std::as_bytes(std::span(part)));
           linger l{1, 0};
