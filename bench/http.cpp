@@ -99,10 +99,6 @@ private:
 
 // ---- palitra ------------------------------------------------------------------------------
 
-struct sample {
-  double rps = NAN;
-};
-
 double run_palitra(const std::string& url, int conns, const options& o) {
   palitra::http::client_options co;
   co.max_connections = co.max_connections_per_host = static_cast<std::size_t>(conns);
@@ -165,7 +161,6 @@ public:
   /// `n` handles looping on `url` until `until`; requests done after `from`.
   long run(const std::string& url, int n, clk::time_point from, clk::time_point until,
            long max_requests = -1) {
-    body_.reserve(256);
     for (int i = 0; i < n; ++i) {
       CURL* e = curl_easy_init();
       curl_easy_setopt(e, CURLOPT_URL, url.c_str());
@@ -252,7 +247,6 @@ private:
   bool armed_ = false;
   clk::time_point deadline_{};
   std::vector<CURL*> easies_;
-  std::string body_;
 };
 
 double run_bound(const std::string& url, int conns, const options& o) {

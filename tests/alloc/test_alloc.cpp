@@ -23,6 +23,8 @@
 #include <palitra/detail/frame_allocator.hpp>
 #include <palitra/palitra.hpp>
 
+#include "../support.hpp"
+
 // ---- the counting allocator ------------------------------------------------------
 
 extern "C" {
@@ -374,6 +376,7 @@ TEST_CASE("steady-state echo round trips on an established connection make zero 
           "allocations",
           "[alloc][net]") {
   REQUIRE(palitra::detail::frame_allocator_name() == std::string("mimalloc"));
+  palitra_test::watchdog dog(std::chrono::seconds(60), "echo allocations"); // sockets can hang
   palitra::runner r;
   auto listener = palitra::net::tcp_listener::bind("127.0.0.1", 0);
   auto [c, s] = r.run(loopback_pair(listener));
